@@ -1,0 +1,54 @@
+"""Where candidate demonstrations come from: BM25, dense and fine-tuned bi-encoders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from retrievers.base import Candidates, Retriever
+from retrievers.bm25 import BM25Retriever
+from retrievers.dense import DenseRetriever
+from ricl.errors import ConfigError, IndexLoadError
+
+__all__ = ["BM25Retriever", "Candidates", "DenseRetriever", "Retriever", "load_retriever",
+           "make_retriever"]
+
+_KINDS = {"bm25": BM25Retriever, "dense": DenseRetriever}
+
+
+def make_retriever(spec: Any, **options: Any) -> Retriever:
+    """"bm25", "dense", "dense:chroma", a sentence-transformers model dir, or a Retriever."""
+    if isinstance(spec, Retriever) and not isinstance(spec, (str, Path)):
+        return spec
+    if isinstance(spec, Path) or (isinstance(spec, str) and ("/" in spec or Path(spec).is_dir())):
+        path = Path(spec)
+        if not path.is_dir():
+            raise ConfigError(f"retriever={str(spec)!r} is neither 'bm25'/'dense' nor an existing "
+                              "sentence-transformers model directory.")
+        return DenseRetriever(model=str(path), **options)
+    if isinstance(spec, str):
+        kind, _, backend = spec.partition(":")
+        if kind == "dense" and backend:
+            options.setdefault("backend", backend)
+        elif backend:
+            raise ConfigError(f"retriever={spec!r}: only 'dense' takes a backend suffix "
+                              "('dense:exact' or 'dense:chroma').")
+        if kind in _KINDS:
+            return _KINDS[kind](**options)
+    raise ConfigError(f"retriever={spec!r} is unknown. Use 'bm25', 'dense', 'dense:chroma', a path "
+                      "to a sentence-transformers model directory, or a Retriever object.")
+
+
+def load_retriever(path: str | Path) -> Retriever:
+    """Load whatever retriever ``save(path)`` wrote."""
+    card_path = Path(path) / "retriever.json"
+    try:
+        kind = json.loads(card_path.read_text())["kind"]
+    except FileNotFoundError:
+        raise IndexLoadError(f"{path} is not a saved ricl index (no retriever.json).") from None
+    except (ValueError, KeyError) as exc:
+        raise IndexLoadError(f"{card_path} is corrupted ({exc}). Rebuild the index.") from None
+    if kind not in _KINDS:
+        raise IndexLoadError(f"{card_path} names an unknown retriever kind {kind!r}.")
+    return _KINDS[kind].load(path)

@@ -1,0 +1,151 @@
+"""BM25 on bm25s: the index is a sparse matrix, a batch of queries is a sum of rows.
+
+Robertson et al. (1994) term weighting; ``method`` picks the variant as in
+Kamphuis et al. (2020): "lucene" (default) or "robertson" (what
+``rank_bm25.BM25Okapi`` computes, with negative IDF clipped to 0).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from retrievers.base import Candidates, RetrieverBase, check_n, check_queries, read_card
+from ricl.data import Corpus
+from ricl.errors import ConfigError, IndexLoadError
+from ricl.io import atomic_dir
+from ricl.text import normalize
+
+_WORD = re.compile(r"\w+")
+_METHODS = ("lucene", "robertson", "atire")
+
+
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+def analyze(text: str, stopwords: frozenset[str] = frozenset()) -> list[str]:
+    """Lower-cased word tokens without stopwords: the one tokenizer BM25 uses everywhere."""
+    return [token for token in _WORD.findall(normalize(text)) if token not in stopwords]
+
+
+class BM25Retriever(RetrieverBase):
+    kind = "bm25"
+
+    def __init__(self, k1: float = 1.5, b: float = 0.75, method: str = "lucene",
+                 stopwords: bool = True):
+        super().__init__()
+        if method not in _METHODS:
+            raise ConfigError(f"BM25 method {method!r} is unknown; choose one of {_METHODS}.")
+        if not k1 >= 0 or not 0 <= b <= 1:
+            raise ConfigError(f"BM25 needs k1 >= 0 and 0 <= b <= 1 (got k1={k1}, b={b}).")
+        self.k1, self.b, self.method, self.use_stopwords = float(k1), float(b), method, stopwords
+        self._stop = _stopwords() if stopwords else frozenset()
+        self._bm25 = None
+        self._terms: sp.csr_matrix | None = None  # l2-normalised tf-idf rows, for kernels
+
+    def tokenize(self, text: str) -> list[str]:
+        return analyze(text, self._stop)
+
+    def index(self, corpus: Corpus) -> BM25Retriever:
+        import bm25s
+
+        self._set_corpus(corpus)
+        tokens = [self.tokenize(text) or [""] for text in corpus.texts()]
+        self._bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
+        self._bm25.index(tokens, show_progress=len(tokens) > 20_000)
+        self._terms = _tfidf(tokens, self._bm25.vocab_dict)
+        return self
+
+    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True) -> Candidates:
+        corpus = self._require_index()
+        queries, n = check_queries(queries), check_n(n)
+        excluded = self._exclusions(queries, exclude_self)
+        fetch = self._fetch_size(n, excluded, len(corpus))
+        if not queries:
+            return self._candidates(queries, [], [], [], n)
+        tokens = [self.tokenize(query) for query in queries]
+        rows, scores = self._bm25.retrieve(tokens, k=fetch, show_progress=False,
+                                           n_threads=0, return_as="tuple")
+        return self._candidates(queries, list(rows.astype(np.int64)), list(scores), excluded, n)
+
+    def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._require_index()
+        return [self._bm25.get_scores(self.tokenize(query))[np.asarray(r, dtype=np.int64)]
+                for query, r in zip(queries, rows)]
+
+    def features(self, rows: np.ndarray) -> sp.csr_matrix:
+        """Unit-length tf-idf vectors (sparse) of the given corpus rows."""
+        self._require_index()
+        return self._terms[np.asarray(rows, dtype=np.int64)]
+
+    def kernel(self, rows: np.ndarray) -> np.ndarray:
+        """Cosine similarity of the candidates' tf-idf vectors."""
+        block = self.features(rows)
+        return np.asarray((block @ block.T).todense(), dtype=np.float64)
+
+    def term_weights(self, text: str) -> dict[str, float]:
+        """IDF of each distinct known term of ``text`` (for term-coverage selection)."""
+        self._require_index()
+        vocab = self._bm25.vocab_dict
+        return {term: float(self._idf[vocab[term]]) for term in set(self.tokenize(text))
+                if term in vocab}
+
+    def row_terms(self, row: int) -> set[str]:
+        return set(self.tokenize(self.corpus[int(row)].text))
+
+    @property
+    def _idf(self) -> np.ndarray:
+        df = np.bincount(self._terms.indices, minlength=self._terms.shape[1])
+        n = self._terms.shape[0]
+        return np.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+    def save(self, path: str | Path) -> None:
+        self._require_index()
+        with atomic_dir(path) as tmp:
+            self._bm25.save(str(tmp / "bm25s"))
+            sp.save_npz(tmp / "terms.npz", self._terms)
+            self._write_card(tmp, {"k1": self.k1, "b": self.b, "method": self.method,
+                                   "stopwords": self.use_stopwords})
+
+    @classmethod
+    def load(cls, path: str | Path) -> BM25Retriever:
+        import bm25s
+
+        card, corpus = read_card(path)
+        retriever = cls(card["k1"], card["b"], card["method"], card["stopwords"])
+        try:
+            retriever._bm25 = bm25s.BM25.load(str(Path(path) / "bm25s"))
+            retriever._terms = sp.load_npz(Path(path) / "terms.npz").tocsr()
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise IndexLoadError(f"The BM25 index at {path} is corrupted ({exc}). "
+                                 "Rebuild it with index() + save().") from None
+        retriever._set_corpus(corpus)
+        if retriever._terms.shape[0] != len(corpus):
+            raise IndexLoadError(f"The BM25 index at {path} has {retriever._terms.shape[0]} rows "
+                                 f"but its corpus has {len(corpus)}. Rebuild it.")
+        return retriever
+
+
+def _tfidf(tokens: list[list[str]], vocab: dict[str, int]) -> sp.csr_matrix:
+    rows, cols = [], []
+    for row, doc in enumerate(tokens):
+        for term in doc:
+            rows.append(row)
+            cols.append(vocab[term])
+    tf = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                       shape=(len(tokens), len(vocab)))
+    tf.sum_duplicates()
+    df = np.bincount(tf.indices, minlength=len(vocab))
+    idf = np.log(1.0 + (len(tokens) - df + 0.5) / (df + 0.5)).astype(np.float32)
+    weighted = tf.multiply(idf[None, :]).tocsr()
+    norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    norms[norms == 0] = 1.0
+    return sp.diags(1.0 / norms) @ weighted

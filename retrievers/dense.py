@@ -1,0 +1,235 @@
+"""Dense retrieval with a sentence-transformers bi-encoder.
+
+Vectors are L2-normalised, so a dot product is the cosine. Two backends answer the
+same calls: ``exact`` (a numpy matrix product, chunked) and ``chroma`` (embedded
+Chroma, HNSW). Chroma always receives our embeddings and no embedding function:
+a collection without one would fall back to Chroma's ONNX default, which downloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrievers.base import Candidates, RetrieverBase, check_n, check_queries, read_card
+from ricl.data import Corpus
+from ricl.errors import ConfigError, IndexLoadError
+from ricl.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("exact", "chroma")
+_COLLECTION = "ricl-demos"
+_QUERY_CHUNK = 256
+
+
+class DenseRetriever(RetrieverBase):
+    """Bi-encoder retrieval. ``model``: None (the packaged MiniLM), a local
+    sentence-transformers directory (e.g. one trained by ``training``), or a
+    loaded ``SentenceTransformer``."""
+
+    kind = "dense"
+
+    def __init__(self, model: Any = None, backend: str = "exact", batch_size: int = 64,
+                 show_progress: bool | None = None):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ConfigError(f"Dense backend {backend!r} is unknown; choose one of {BACKENDS}.")
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size={batch_size}: must be a positive integer.")
+        self.model_spec = model
+        self.backend = backend
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self._encoder = None
+        self.embeddings: np.ndarray | None = None
+        self._client = None
+        self._collection = None
+
+    # -- encoding ---------------------------------------------------------------------------
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from ricl.models import load_embedder
+
+            self._encoder = load_embedder(self.model_spec)
+        return self._encoder
+
+    def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        vectors = self.encoder.encode(list(texts), batch_size=self.batch_size,
+                                      normalize_embeddings=True, convert_to_numpy=True,
+                                      show_progress_bar=progress)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def token_embeddings(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Unit-normalised contextual token vectors per text, without [CLS]/[SEP].
+
+        Used by the coverage selector (BERTScore-recall, Zhang et al. 2020).
+        """
+        outputs = self.encoder.encode(list(texts), batch_size=self.batch_size,
+                                      output_value="token_embeddings", convert_to_numpy=False,
+                                      show_progress_bar=False)
+        result = []
+        for tokens in outputs:
+            tokens = tokens.float().numpy()
+            tokens = tokens[1:-1] if len(tokens) > 2 else tokens
+            norms = np.linalg.norm(tokens, axis=1, keepdims=True)
+            result.append(tokens / np.maximum(norms, 1e-12))
+        return result
+
+    # -- index --------------------------------------------------------------------------------
+    def index(self, corpus: Corpus, embeddings: np.ndarray | None = None) -> DenseRetriever:
+        """Embed the corpus (or take precomputed unit ``embeddings``) and build the backend."""
+        self._set_corpus(corpus)
+        if embeddings is None:
+            progress = self.show_progress if self.show_progress is not None else len(corpus) > 2000
+            embeddings = self.encode(corpus.texts(), progress=progress)
+        embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if embeddings.shape[0] != len(corpus):
+            raise ConfigError(f"{embeddings.shape[0]} embeddings for {len(corpus)} examples.")
+        self.embeddings = embeddings
+        if self.backend == "chroma":
+            self._open_chroma(None)
+            self._fill_chroma()
+        return self
+
+    def _open_chroma(self, path: Path | None) -> None:
+        self._client, self._collection = _chroma_collection(path)
+
+    def _fill_chroma(self) -> None:
+        _fill(self._client, self._collection, self.embeddings)
+
+    # -- search -------------------------------------------------------------------------------
+    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True,
+               query_vectors: np.ndarray | None = None) -> Candidates:
+        corpus = self._require_index()
+        queries, n = check_queries(queries), check_n(n)
+        excluded = self._exclusions(queries, exclude_self)
+        fetch = self._fetch_size(n, excluded, len(corpus))
+        if not queries:
+            return self._candidates(queries, [], [], [], n)
+        if query_vectors is None:
+            query_vectors = self.encode(queries)
+        if self.backend == "chroma":
+            rows, scores = self._search_chroma(query_vectors, fetch)
+        else:
+            rows, scores = self._search_exact(query_vectors, fetch)
+        return self._candidates(queries, rows, scores, excluded, n)
+
+    def _search_exact(self, query_vectors: np.ndarray, fetch: int):
+        rows, scores = [], []
+        for start in range(0, len(query_vectors), _QUERY_CHUNK):
+            sims = query_vectors[start:start + _QUERY_CHUNK] @ self.embeddings.T
+            if fetch < sims.shape[1]:
+                top = np.argpartition(-sims, fetch - 1, axis=1)[:, :fetch]
+            else:
+                top = np.broadcast_to(np.arange(sims.shape[1]), sims.shape)
+            top_sims = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-top_sims, axis=1, kind="stable")
+            rows.extend(np.take_along_axis(top, order, axis=1).astype(np.int64))
+            scores.extend(np.take_along_axis(top_sims, order, axis=1))
+        return rows, scores
+
+    def _search_chroma(self, query_vectors: np.ndarray, fetch: int):
+        result = self._collection.query(query_embeddings=query_vectors, n_results=fetch,
+                                        include=["distances"])
+        rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
+        scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
+        return rows, scores
+
+    def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._require_index()
+        query_vectors = self.encode(list(queries))
+        return [self.embeddings[np.asarray(r, dtype=np.int64)] @ q
+                for q, r in zip(query_vectors, rows)]
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """Unit embeddings of the given corpus rows."""
+        self._require_index()
+        return self.embeddings[np.asarray(rows, dtype=np.int64)]
+
+    def kernel(self, rows: np.ndarray) -> np.ndarray:
+        block = self.features(rows).astype(np.float64)
+        return block @ block.T
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        self._require_index()
+        with atomic_dir(path) as tmp:
+            np.save(tmp / "embeddings.npy", self.embeddings)
+            model = self._model_card(tmp)
+            if self.backend == "chroma":
+                # A fresh persistent store inside the new dir; the live one stays usable.
+                client, collection = _chroma_collection(tmp / "chroma")
+                _fill(client, collection, self.embeddings)
+                del client, collection
+            self._write_card(tmp, {"model": model, "backend": self.backend,
+                                   "dim": int(self.embeddings.shape[1])})
+        if self.backend == "chroma":  # switch to the saved copy so later writes land there
+            self._open_chroma(Path(path) / "chroma")
+
+    def _model_card(self, tmp: Path) -> str | None:
+        spec = self.model_spec
+        if spec is None:
+            return None
+        if isinstance(spec, (str, Path)):
+            return str(Path(spec).resolve())
+        self.encoder.save(str(tmp / "model"))
+        return "model"
+
+    @classmethod
+    def load(cls, path: str | Path) -> DenseRetriever:
+        path = Path(path)
+        card, corpus = read_card(path)
+        model = card["model"]
+        if model == "model":
+            model = str(path / "model")
+        retriever = cls(model=model, backend=card["backend"])
+        try:
+            embeddings = np.load(path / "embeddings.npy")
+        except (OSError, ValueError) as exc:
+            raise IndexLoadError(f"The dense index at {path} is corrupted ({exc}). "
+                                 "Rebuild it with index() + save().") from None
+        if embeddings.shape != (len(corpus), card["dim"]):
+            raise IndexLoadError(f"The dense index at {path} holds {embeddings.shape} embeddings "
+                                 f"for {len(corpus)} examples. Rebuild it.")
+        retriever._set_corpus(corpus)
+        retriever.embeddings = embeddings
+        if retriever.backend == "chroma":
+            if not (path / "chroma").is_dir():
+                raise IndexLoadError(f"The Chroma store under {path}/chroma is missing. Rebuild it.")
+            retriever._open_chroma(path / "chroma")
+            if retriever._collection.count() != len(corpus):
+                raise IndexLoadError(f"The Chroma store under {path} holds "
+                                     f"{retriever._collection.count()} vectors for {len(corpus)} "
+                                     "examples. Rebuild it.")
+        return retriever
+
+
+def _chroma_collection(path: Path | None):
+    """An embedded Chroma client (persistent at ``path``, else in memory) and our collection."""
+    import chromadb
+    from chromadb.config import Settings
+
+    settings = Settings(anonymized_telemetry=False, allow_reset=False)
+    client = (chromadb.EphemeralClient(settings=settings) if path is None else
+              chromadb.PersistentClient(path=str(path), settings=settings))
+    # In-memory clients share one store per process: give each index its own collection.
+    name = _COLLECTION if path is not None else f"{_COLLECTION}-{uuid.uuid4().hex[:12]}"
+    collection = client.get_or_create_collection(
+        name, embedding_function=None,
+        configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 200}},
+    )
+    return client, collection
+
+
+def _fill(client, collection, embeddings: np.ndarray) -> None:
+    batch = client.get_max_batch_size()
+    ids = [str(row) for row in range(len(embeddings))]
+    for start in range(0, len(ids), batch):
+        collection.add(ids=ids[start:start + batch], embeddings=embeddings[start:start + batch])

@@ -1,0 +1,320 @@
+"""PromptBuilder: the facade that wires corpus, retriever, selector, placement and template."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ricl.data import Corpus
+from ricl.errors import ConfigError, IndexLoadError, TemplateError
+from ricl.io import atomic_dir
+from ricl.placement import check_order, fit_budget, order_demos
+from ricl.prompt import Demo, Dropped, Prompt
+from ricl.selectors import CandidateView, Selection, make_selector
+from ricl.template import Template, as_template
+
+log = logging.getLogger(__name__)
+
+Query = str | Mapping[str, str]
+_CHUNK = 256
+
+
+class PromptBuilder:
+    """Builds few-shot prompts for queries from a corpus of demonstrations.
+
+    >>> builder = PromptBuilder(corpus, retriever="dense", selector="dpp", k=8,
+    ...                         template="Review: {input}\\nSentiment: {output}",
+    ...                         max_tokens=1024)
+    >>> prompt = builder.build("a gripping, beautifully shot film")
+
+    Construction is cheap; the corpus is indexed on the first ``build`` (or by an
+    explicit ``index()``). ``retriever``: "bm25", "dense", "dense:chroma", a path to a
+    sentence-transformers model directory, or a Retriever. ``selector``: "similarity",
+    "mmr", "dpp", "coverage", "votek", "random", or a Selector. ``max_tokens`` counts
+    tokens with the target LM's tokenizer (``tokenizer``: None = the default LM,
+    SmolLM2-135M; a local model dir; or a Hugging Face tokenizer object).
+    """
+
+    def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
+                 k: int = 8, template: str | Template | None = None,
+                 max_tokens: int | None = None, order: str = "similar-last",
+                 tokenizer: Any = None, instructions: str = "", seed: int = 0,
+                 exclude_self: bool = True, selector_options: Mapping[str, Any] | None = None,
+                 retriever_options: Mapping[str, Any] | None = None):
+        from retrievers import make_retriever
+
+        if not isinstance(corpus, Corpus):
+            raise ConfigError(f"PromptBuilder needs a ricl.Corpus, not {type(corpus).__name__}; "
+                              "build one with ricl.Corpus.from_records(records, input=..., output=...).")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ConfigError(f"k={k!r}: the number of demonstrations must be an integer >= 0.")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or
+                                       not isinstance(max_tokens, (int, np.integer)) or max_tokens <= 0):
+            raise ConfigError(f"max_tokens={max_tokens!r}: must be a positive integer or None.")
+        self.corpus = corpus
+        self.k = int(k)
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
+        self.order = check_order(order)
+        self.seed = int(seed)
+        self.exclude_self = bool(exclude_self)
+        self.template = as_template(template or "Input: {input}\nOutput: {output}", corpus.output_name)
+        if instructions:
+            self.template = Template(self.template.text, self.template.output_slot,
+                                     self.template.separator, instructions)
+        self.template.check_fields(self._field_names())
+        self.retriever = make_retriever(retriever, **dict(retriever_options or {}))
+        self.selector = make_selector(selector, **dict(selector_options or {}))
+        self._tokenizer_spec = tokenizer
+        self._tokenizer = None
+        self._demo_tokens: dict[int, int] = {}
+        self._lock = threading.RLock()
+        self._indexed = getattr(self.retriever, "corpus", None) is corpus
+        if self._indexed and hasattr(self.selector, "prepare"):
+            self.selector.prepare(self.retriever)
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _field_names(self) -> set[str]:
+        return set(self.corpus.input_names) | {"input", "output", self.corpus.output_name}
+
+    def index(self) -> PromptBuilder:
+        """Index the corpus now (otherwise it happens on the first build)."""
+        with self._lock:
+            if not self._indexed:
+                self.retriever.index(self.corpus)
+                if hasattr(self.selector, "prepare"):
+                    self.selector.prepare(self.retriever)
+                self._indexed = True
+        return self
+
+    @property
+    def tokenizer(self):
+        with self._lock:
+            if self._tokenizer is None:
+                spec = self._tokenizer_spec
+                if spec is None or isinstance(spec, (str, Path)):
+                    from ricl.models import load_tokenizer
+
+                    self._tokenizer = load_tokenizer(spec)
+                else:
+                    self._tokenizer = spec
+            return self._tokenizer
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    @property
+    def labels(self) -> tuple[str, ...] | None:
+        return self.corpus.labels
+
+    # -- building ----------------------------------------------------------------------------
+    def build(self, query: Query) -> Prompt:
+        """The prompt for one query (a string, or a dict of input fields)."""
+        return self.build_many([query])[0]
+
+    def build_many(self, queries: Sequence[Query], progress: bool = False) -> list[Prompt]:
+        """Prompts for many queries: one encoder call and one search per chunk.
+
+        Gives exactly the prompts that ``build`` gives one by one.
+        """
+        if isinstance(queries, (str, Mapping)):
+            raise ConfigError("build_many() takes a list of queries; use build() for one.")
+        fields = [self._query_fields(q, i) for i, q in enumerate(queries)]
+        self.index()
+        prompts: list[Prompt] = []
+        chunks = range(0, len(fields), _CHUNK)
+        if progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, desc="prompts", unit="chunk")
+        for start in chunks:
+            prompts.extend(self._build_chunk(fields[start:start + _CHUNK]))
+        return prompts
+
+    def _query_fields(self, query: Query, i: int) -> dict[str, str]:
+        names = self.corpus.input_names
+        if isinstance(query, str):
+            if len(names) != 1:
+                raise ConfigError(f"query {i} is a string but the corpus has inputs {list(names)}; "
+                                  "pass a dict with those fields.")
+            values = {names[0]: query}
+        elif isinstance(query, Mapping):
+            missing = [name for name in names if name not in query]
+            if missing:
+                raise ConfigError(f"query {i} lacks input field(s) {missing}; it has {sorted(query)}.")
+            values = {name: query[name] for name in names}
+        else:
+            raise ConfigError(f"query {i} is {type(query).__name__}; pass a string or a dict "
+                              "of input fields.")
+        for name, value in values.items():
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"query {i}: field {name!r} must be a non-empty string "
+                                  f"(got {value!r:.40}).")
+        values = dict(values)
+        values["input"] = "\n".join(values[name] for name in names)
+        return values
+
+    def _build_chunk(self, fields: list[dict[str, str]]) -> list[Prompt]:
+        texts = [f["input"] for f in fields]
+        views = self._views(texts)
+        selections = self.selector.select_many(views, self.k) if self.k else \
+            [Selection(()) for _ in views]
+        scores = self._scores(views, selections)
+        query_texts = [self.template.render_query(f) for f in fields]
+        query_tokens = self.count_tokens(query_texts)
+        self._count_demo_tokens({row for s in selections for row in s.rows})
+        return [self._assemble(f, qt, qn, sel, sc)
+                for f, qt, qn, sel, sc in zip(fields, query_texts, query_tokens, selections, scores)]
+
+    def _views(self, texts: list[str]) -> list[CandidateView]:
+        from retrievers.base import SelfExclusion
+
+        n = self.selector.n_candidates(self.k) if self.k else 0
+        if n > 0:
+            found = self.retriever.search(texts, n, exclude_self=self.exclude_self)
+            return [CandidateView(q, r, s, self.retriever, e)
+                    for q, r, s, e in zip(texts, found.rows, found.scores, found.excluded)]
+        with self._lock:
+            if not hasattr(self, "_self_rows"):
+                self._self_rows = SelfExclusion(self.corpus)
+        excluded = (self._self_rows.rows_of(texts) if self.exclude_self
+                    else [frozenset()] * len(texts))
+        empty = np.zeros(0, dtype=np.int64)
+        return [CandidateView(q, empty, np.zeros(0), self.retriever, e)
+                for q, e in zip(texts, excluded)]
+
+    def _scores(self, views: list[CandidateView], selections: list[Selection]) -> list[list[float | None]]:
+        """Retriever score of every selected demo; looked up when the selector went
+        beyond the candidates (random, vote-k)."""
+        result, missing = [], []
+        for i, (view, selection) in enumerate(zip(views, selections)):
+            known = dict(zip(view.rows.tolist(), view.scores.tolist()))
+            row_scores = [known.get(row) for row in selection.rows]
+            result.append(row_scores)
+            if any(s is None for s in row_scores):
+                missing.append(i)
+        if missing:
+            looked_up = self.retriever.score_rows([views[i].query for i in missing],
+                                                  [np.array(selections[i].rows) for i in missing])
+            for i, values in zip(missing, looked_up):
+                result[i] = [float(v) for v in values]
+        return result
+
+    def _count_demo_tokens(self, rows: set[int]) -> None:
+        todo = sorted(rows - set(self._demo_tokens))
+        counts = self.count_tokens([self._render_demo(row) for row in todo])
+        self._demo_tokens.update(zip(todo, counts))
+
+    def _render_demo(self, row: int) -> str:
+        example = self.corpus[row]
+        return self.template.render_demo(example.fields(self.corpus.output_name))
+
+    def _assemble(self, fields: dict[str, str], query_text: str, query_tokens: int,
+                  selection: Selection, scores: list[float | None]) -> Prompt:
+        rows = list(selection.rows)
+        demo_tokens = [self._demo_tokens[row] for row in rows]
+        relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
+        separator = self.count_tokens([self.template.separator])[0]
+        fixed = query_tokens + (self.count_tokens([self.template.instructions])[0] + separator
+                                if self.template.instructions else 0)
+        kept, dropped = fit_budget(demo_tokens, relevance, fixed, separator, self.max_tokens)
+        notes = [selection.note] if selection.note else []
+        while True:
+            positions = order_demos([scores[i] for i in kept], self.order, fields["input"], self.seed)
+            placed = [kept[p] for p in positions]
+            text = self.template.join([self._render_demo(rows[i]) for i in placed], query_text)
+            total = self.count_tokens([text])[0]
+            if self.max_tokens is None or total <= self.max_tokens or not kept:
+                break
+            # token merges across separators can exceed the per-part estimate: drop one more
+            worst = min(kept, key=lambda i: (relevance[i], -i))
+            kept.remove(worst)
+            dropped.append(worst)
+        demos = tuple(Demo(id=self.corpus[rows[i]].id, fields=dict(self.corpus[rows[i]].inputs),
+                           output=self.corpus[rows[i]].output, score=scores[i], rank=i,
+                           position=pos, tokens=demo_tokens[i])
+                      for pos, i in enumerate(placed))
+        drops = tuple(Dropped(id=self.corpus[rows[i]].id, score=scores[i],
+                              reason=f"over max_tokens={self.max_tokens}: least relevant demo "
+                                     f"({demo_tokens[i]} tokens) dropped")
+                      for i in dropped)
+        query = {name: fields[name] for name in self.corpus.input_names}
+        return Prompt(text=text, query=query, demos=demos, token_count=total,
+                      max_tokens=self.max_tokens, dropped=drops, notes=tuple(notes),
+                      selector=self.selector.name, retriever=self.retriever.kind,
+                      answer_prefix=self.template.answer_prefix or " ")
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write the index, corpus and settings to ``path`` (atomically: a crash leaves
+        the previous save intact)."""
+        self.index()
+        config = {
+            "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
+            "seed": self.seed, "exclude_self": self.exclude_self,
+            "template": {"text": self.template.text, "output_slot": self.template.output_slot,
+                         "separator": self.template.separator,
+                         "instructions": self.template.instructions},
+            "selector": self.selector.config() if hasattr(self.selector, "config")
+            else {"name": getattr(self.selector, "name", "custom"), "custom": True},
+            "tokenizer": _tokenizer_card(self._tokenizer_spec),
+        }
+        with atomic_dir(path) as tmp:
+            self.retriever.save(tmp / "retriever")
+            (tmp / "builder.json").write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path, *, selector: Any = None, tokenizer: Any = None) -> PromptBuilder:
+        """Load a builder saved with :meth:`save`; pass ``selector``/``tokenizer`` to
+        override (required when the saved ones were custom objects)."""
+        from retrievers import load_retriever
+
+        path = Path(path)
+        try:
+            config = json.loads((path / "builder.json").read_text())
+        except FileNotFoundError:
+            raise IndexLoadError(f"{path} is not a saved PromptBuilder (no builder.json). "
+                                 "Point to the directory that builder.save() wrote.") from None
+        except ValueError as exc:
+            raise IndexLoadError(f"{path}/builder.json is corrupted ({exc}). Save again.") from None
+        retriever = load_retriever(path / "retriever")
+        if selector is None:
+            options = dict(config["selector"])
+            if options.pop("custom", False):
+                raise ConfigError(f"{path} was saved with a custom selector; pass selector=... to load().")
+            selector = make_selector(options.pop("name"), **options)
+        if tokenizer is None:
+            card = config["tokenizer"]
+            if card == "custom":
+                raise ConfigError(f"{path} was saved with a custom tokenizer object; "
+                                  "pass tokenizer=... to load().")
+            tokenizer = card
+        t = config["template"]
+        template = Template(t["text"], t["output_slot"], t["separator"], t["instructions"])
+        return cls(retriever.corpus, retriever=retriever, selector=selector, k=config["k"],
+                   template=template, max_tokens=config["max_tokens"], order=config["order"],
+                   tokenizer=tokenizer, seed=config["seed"], exclude_self=config["exclude_self"])
+
+    def __repr__(self) -> str:
+        return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever.kind}, "
+                f"selector={self.selector.name}, k={self.k}, order={self.order!r}, "
+                f"max_tokens={self.max_tokens})")
+
+
+def _tokenizer_card(spec: Any) -> str | None:
+    if spec is None:
+        return None
+    if isinstance(spec, (str, Path)):
+        return str(Path(spec).resolve())
+    return "custom"
+
+
+__all__ = ["PromptBuilder", "TemplateError"]

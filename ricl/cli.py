@@ -1,0 +1,124 @@
+"""The `ricl` command: index, prompt, suites, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ricl.errors import RiclError
+from ricl.placement import ORDERS
+
+SELECTOR_NAMES = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ricl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    index = commands.add_parser("index", help="index a JSONL/CSV corpus and save a prompt builder")
+    index.add_argument("data", help="a .jsonl or .csv file of labelled examples")
+    index.add_argument("--out", required=True, help="directory to save the index into")
+    index.add_argument("--input", nargs="+", default=["input"], help="input field name(s)")
+    index.add_argument("--output", default="output", help="answer field name")
+    index.add_argument("--id", default="id", help="id field name (derived from content if absent)")
+    index.add_argument("--labels", nargs="+", help="label words for integer labels, in order")
+    index.add_argument("--retriever", default="dense",
+                       help="bm25 | dense | dense:chroma | path to a sentence-transformers model dir")
+    index.add_argument("--selector", default="similarity", choices=SELECTOR_NAMES)
+    index.add_argument("-k", type=int, default=8)
+    index.add_argument("--template", help="e.g. 'Review: {input}\\nSentiment: {output}'")
+    index.add_argument("--max-tokens", type=int)
+    index.add_argument("--order", default="similar-last", choices=ORDERS)
+
+    prompt = commands.add_parser("prompt", help="build prompts from a saved index")
+    prompt.add_argument("index_dir")
+    prompt.add_argument("queries", nargs="*", help="query texts (or use --queries-file)")
+    prompt.add_argument("--queries-file", help="one query per line")
+    prompt.add_argument("--json", action="store_true", help="print prompts with their demos as JSONL")
+    prompt.add_argument("--explain", action="store_true", help="show demo ids, scores and drops")
+
+    commands.add_parser("suites", help="list the packaged evaluation suites")
+
+    demo = commands.add_parser("demo", help="the main job: compare selectors on a packaged suite")
+    demo.add_argument("--suite", default="trec")
+    demo.add_argument("-k", type=int, default=8)
+    demo.add_argument("--n-test", type=int, default=200)
+    demo.add_argument("--pool-size", type=int, default=5000)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--selectors", nargs="+", default=list(SELECTOR_NAMES), choices=SELECTOR_NAMES)
+    demo.add_argument("--backend", default="chroma", choices=("chroma", "exact"))
+    demo.add_argument("--workdir", help="where the index and results go (default: $RICL_HOME/demo)")
+    return parser
+
+
+def _index(args) -> int:
+    from ricl.builder import PromptBuilder
+    from ricl.data import Corpus
+
+    path = Path(args.data)
+    reader = Corpus.from_csv if path.suffix.lower() == ".csv" else Corpus.from_jsonl
+    inputs = args.input[0] if len(args.input) == 1 else args.input
+    corpus = reader(path, input=inputs, output=args.output, id=args.id, labels=args.labels)
+    builder = PromptBuilder(corpus, retriever=args.retriever, selector=args.selector, k=args.k,
+                            template=args.template, max_tokens=args.max_tokens, order=args.order)
+    builder.save(args.out)
+    print(f"indexed {len(corpus)} examples with {builder.retriever.kind} into {args.out}")
+    return 0
+
+
+def _prompt(args) -> int:
+    from ricl.builder import PromptBuilder
+
+    queries = list(args.queries)
+    if args.queries_file:
+        text = Path(args.queries_file).read_text(encoding="utf-8")
+        queries += [line for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise RiclError("give at least one query, as an argument or with --queries-file")
+    builder = PromptBuilder.load(args.index_dir)
+    for prompt in builder.build_many(queries):
+        if args.json:
+            print(json.dumps(prompt.to_dict(), ensure_ascii=False))
+        else:
+            if args.explain:
+                print(prompt.explain(), file=sys.stderr)
+            print(prompt.text)
+            print("=" * 40)
+    return 0
+
+
+def _suites(args) -> int:
+    from eval.suites import list_suites, suite_info
+
+    print("| suite | examples | labels | source |")
+    print("|---|---|---|---|")
+    for name in list_suites():
+        info = suite_info(name)
+        print(f"| {name} | {info['n_unique']} | {', '.join(info['labels'])} | {info['source']} |")
+    return 0
+
+
+def _demo(args) -> int:
+    from eval.demo import main_args
+
+    return main_args(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    handler = {"index": _index, "prompt": _prompt, "suites": _suites, "demo": _demo}[args.command]
+    try:
+        return handler(args)
+    except RiclError as exc:
+        print(f"ricl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

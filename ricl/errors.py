@@ -1,0 +1,56 @@
+"""Typed errors. Every message says what was wrong and what to do about it.
+
+Each class also derives from the built-in exception a caller would naturally
+catch (``ValueError``, ``ImportError``, ...), so ``except ValueError`` keeps
+working for code that does not know about ricl.
+"""
+
+from __future__ import annotations
+
+
+class RiclError(Exception):
+    """Base class of every error ricl raises on purpose."""
+
+
+class CorpusError(RiclError, ValueError):
+    """The demonstration records are unusable: empty, missing fields, bad values."""
+
+
+class TemplateError(RiclError, ValueError):
+    """A template names a field the examples do not have, or lacks a required slot."""
+
+
+class ConfigError(RiclError, ValueError):
+    """An argument is out of range or names something unknown (selector, order, ...)."""
+
+
+class BudgetError(RiclError, ValueError):
+    """The prompt cannot fit the token budget even with no demonstrations."""
+
+
+class IndexNotBuiltError(RiclError, RuntimeError):
+    """A retriever was searched before ``index(corpus)`` was called."""
+
+
+class IndexLoadError(RiclError, OSError):
+    """A saved index directory is missing, incomplete or corrupted."""
+
+
+class MissingPackageError(RiclError, ImportError):
+    """An optional package that ships a model or data is not installed."""
+
+    def __init__(self, package: str, purpose: str, pip_args: str | None = None):
+        self.package = package
+        install = pip_args or package
+        super().__init__(
+            f"{purpose} needs the package '{package}', which is not installed. "
+            f"Install it with: pip install {install}"
+        )
+
+
+class ModelLoadError(RiclError, OSError):
+    """A model path does not hold a loadable model."""
+
+
+class DataError(RiclError, ValueError):
+    """A packaged suite or data file could not be read safely."""

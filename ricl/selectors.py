@@ -1,0 +1,429 @@
+"""Choosing k demonstrations from a query's candidates.
+
+Every selector answers one protocol: ``select(view, k) -> Selection`` where
+``view`` holds one query's retrieved candidates (best first) and the retriever
+that found them. A selection holds k distinct corpus rows, fewer only when fewer
+exist, and then says why in ``note``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+from ricl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """One query's candidates: corpus rows and retriever scores, best first."""
+
+    query: str
+    rows: np.ndarray
+    scores: np.ndarray
+    retriever: Any = field(repr=False)
+    excluded: frozenset[int] = frozenset()
+
+    @property
+    def corpus_size(self) -> int:
+        return len(self.retriever.corpus)
+
+
+@dataclass(frozen=True)
+class Selection:
+    rows: tuple[int, ...]
+    note: str = ""
+
+
+@runtime_checkable
+class Selector(Protocol):
+    name: str
+
+    def n_candidates(self, k: int) -> int:
+        """How many retrieved candidates this selector wants for a given k (0: none)."""
+        ...
+
+    def select(self, view: CandidateView, k: int) -> Selection: ...
+
+
+class SelectorBase:
+    name = "base"
+    pool = 0  # candidates to retrieve beyond k; 0 means exactly k
+
+    def n_candidates(self, k: int) -> int:
+        return max(k, self.pool)
+
+    def prepare(self, retriever: Any) -> None:
+        """Called once after the retriever is indexed (query-independent work)."""
+
+    def select_many(self, views: Sequence[CandidateView], k: int) -> list[Selection]:
+        return [self.select(view, k) for view in views]
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def _short_note(got: int, k: int, available: int) -> str:
+    if got >= k:
+        return ""
+    return (f"only {got} of k={k} demonstrations: {available} candidates were available "
+            "after excluding the query itself")
+
+
+def _relevance(view: CandidateView) -> np.ndarray:
+    """Retriever scores mapped to [0, 1]-ish: cosines stay, BM25 is divided by its max."""
+    scores = np.asarray(view.scores, dtype=np.float64)
+    if view.retriever.kind == "bm25":
+        top = scores.max() if len(scores) else 0.0
+        return scores / top if top > 0 else np.zeros_like(scores)
+    return scores
+
+
+class SimilaritySelector(SelectorBase):
+    """The k candidates with the highest retriever score (Liu et al. 2022, KATE)."""
+
+    name = "similarity"
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        rows = tuple(int(r) for r in view.rows[:k])
+        return Selection(rows, _short_note(len(rows), k, len(view.rows)))
+
+
+class RandomSelector(SelectorBase):
+    """k demonstrations drawn uniformly from the whole corpus, seeded per query."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    def n_candidates(self, k: int) -> int:
+        return 0
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        digest = int(hashlib.sha1(view.query.encode("utf-8")).hexdigest()[:15], 16)
+        rng = np.random.default_rng([self.seed, digest])
+        pool = np.setdiff1d(np.arange(view.corpus_size), np.fromiter(view.excluded, dtype=np.int64))
+        take = min(k, len(pool))
+        rows = tuple(int(r) for r in rng.choice(pool, size=take, replace=False))
+        return Selection(rows, _short_note(take, k, len(pool)))
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed}
+
+
+class MMRSelector(SelectorBase):
+    """Maximal marginal relevance (Carbonell & Goldstein, 1998) over the top-n candidates:
+    each step picks argmax  λ·relevance − (1−λ)·max similarity to what is already picked."""
+
+    name = "mmr"
+
+    def __init__(self, lambda_: float = 0.5, n: int = 50):
+        if not 0.0 <= lambda_ <= 1.0:
+            raise ConfigError(f"MMR lambda_={lambda_}: must lie in [0, 1] "
+                              "(1 = pure relevance, 0 = pure diversity).")
+        self.lambda_, self.pool = float(lambda_), int(n)
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        n = len(view.rows)
+        if n == 0:
+            return Selection((), _short_note(0, k, 0))
+        relevance = _relevance(view)
+        sims = view.retriever.kernel(view.rows)
+        chosen = select_mmr(relevance, sims, min(k, n), self.lambda_)
+        return Selection(tuple(int(view.rows[i]) for i in chosen), _short_note(len(chosen), k, n))
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "lambda_": self.lambda_, "n": self.pool}
+
+
+def select_mmr(relevance: np.ndarray, sims: np.ndarray, k: int, lambda_: float) -> list[int]:
+    n = len(relevance)
+    chosen = [int(np.argmax(relevance))]
+    max_sim = sims[chosen[0]].copy()
+    taken = np.zeros(n, dtype=bool)
+    taken[chosen[0]] = True
+    for _ in range(k - 1):
+        gain = lambda_ * relevance - (1.0 - lambda_) * max_sim
+        gain[taken] = -np.inf
+        pick = int(np.argmax(gain))
+        chosen.append(pick)
+        taken[pick] = True
+        np.maximum(max_sim, sims[pick], out=max_sim)
+    return chosen
+
+
+class DPPSelector(SelectorBase):
+    """Greedy MAP inference of a DPP (Chen et al., 2018) over the top-n candidates.
+
+    Kernel L = diag(r)·S·diag(r) with S the candidates' cosine similarities and
+    r = exp(s / (2·scale)) from retriever scores s (Ye et al., 2023), so
+    log det L_Y = Σ s_i / scale + log det S_Y: a small ``scale`` favours relevance,
+    a large one diversity. If the kernel becomes singular (near-duplicates) before k
+    items, the rest are the most relevant remaining candidates, and the note says so.
+    """
+
+    name = "dpp"
+
+    def __init__(self, scale: float = 0.1, n: int = 50):
+        if not scale > 0:
+            raise ConfigError(f"DPP scale={scale}: must be > 0.")
+        self.scale, self.pool = float(scale), int(n)
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        n = len(view.rows)
+        if n == 0:
+            return Selection((), _short_note(0, k, 0))
+        relevance = _relevance(view)
+        quality = np.exp((relevance - relevance.max()) / (2.0 * self.scale))
+        kernel = quality[:, None] * view.retriever.kernel(view.rows) * quality[None, :]
+        chosen = select_dpp_greedy(kernel, min(k, n))
+        note = ""
+        if len(chosen) < min(k, n):
+            rest = [i for i in np.argsort(-relevance, kind="stable") if i not in set(chosen)]
+            note = (f"DPP kernel became singular after {len(chosen)} picks (near-duplicate "
+                    "candidates); filled the rest by relevance")
+            chosen += [int(i) for i in rest[: min(k, n) - len(chosen)]]
+        note = note or _short_note(len(chosen), k, n)
+        return Selection(tuple(int(view.rows[i]) for i in chosen), note)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "scale": self.scale, "n": self.pool}
+
+
+def select_dpp_greedy(kernel: np.ndarray, k: int, eps: float = 1e-10) -> list[int]:
+    """Fast greedy MAP for a DPP (Chen, Zhang & Zhou, NeurIPS 2018, Algorithm 1).
+
+    Incremental Cholesky: each step is O(n·j), vectorised over the n candidates.
+    Stops early when no remaining item adds volume (gain below ``eps``).
+    """
+    n = kernel.shape[0]
+    cis = np.zeros((k, n))
+    gains = np.copy(np.diag(kernel)).astype(np.float64)
+    pick = int(np.argmax(gains))
+    if gains[pick] < eps:
+        return [pick]
+    chosen = [pick]
+    for j in range(k - 1):
+        eis = (kernel[pick] - cis[:j, pick] @ cis[:j]) / np.sqrt(gains[pick])
+        cis[j] = eis
+        gains -= eis ** 2
+        gains[chosen] = -np.inf
+        pick = int(np.argmax(gains))
+        if gains[pick] < eps:
+            break
+        chosen.append(pick)
+    return chosen
+
+
+class CoverageSelector(SelectorBase):
+    """Greedy set selection that covers the query (Gupta et al., 2023, set-BSR).
+
+    With a dense retriever: BERTScore-recall of the query's contextual token vectors
+    against the union of the selected demos' token vectors (the embedder's own
+    tokens), greedily maximised. With BM25: the same greedy cover over the query's
+    terms, each weighted by its IDF. Once the query is covered, the remaining picks
+    go by retriever score.
+    """
+
+    name = "coverage"
+
+    def __init__(self, n: int = 30):
+        self.pool = int(n)
+        self._token_cache: dict[int, np.ndarray] = {}
+
+    def prepare(self, retriever: Any) -> None:
+        self._token_cache = {}
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        return self.select_many([view], k)[0]
+
+    def select_many(self, views: Sequence[CandidateView], k: int) -> list[Selection]:
+        if not views:
+            return []
+        retriever = views[0].retriever
+        if hasattr(retriever, "token_embeddings"):
+            gains = self._token_recall(views, retriever)
+        else:
+            gains = [_term_cover(view, retriever) for view in views]
+        out = []
+        for view, matrix in zip(views, gains):
+            n = len(view.rows)
+            chosen = greedy_cover(matrix, _relevance(view), min(k, n)) if n else []
+            out.append(Selection(tuple(int(view.rows[i]) for i in chosen),
+                                 _short_note(len(chosen), k, n)))
+        return out
+
+    def _token_recall(self, views: Sequence[CandidateView], retriever: Any) -> list[np.ndarray]:
+        missing = sorted({int(r) for view in views for r in view.rows} - set(self._token_cache))
+        if missing:
+            corpus = retriever.corpus
+            vectors = retriever.token_embeddings([corpus[r].text for r in missing])
+            self._token_cache.update(zip(missing, vectors))
+        queries = retriever.token_embeddings([view.query for view in views])
+        matrices = []
+        for view, query_tokens in zip(views, queries):
+            # match[c, t]: how well candidate c covers query token t (best cosine)
+            match = np.stack([(query_tokens @ self._token_cache[int(r)].T).max(axis=1)
+                              for r in view.rows]) if len(view.rows) else np.zeros((0, 0))
+            matrices.append(np.clip(match, 0.0, None))
+        return matrices
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "n": self.pool}
+
+
+def _term_cover(view: CandidateView, retriever: Any) -> np.ndarray:
+    weights = retriever.term_weights(view.query)
+    terms = list(weights)
+    if not terms:
+        return np.zeros((len(view.rows), 0))
+    w = np.array([weights[t] for t in terms])
+    has = np.array([[t in retriever.row_terms(r) for t in terms] for r in view.rows], dtype=float)
+    return has * w[None, :]
+
+
+def greedy_cover(match: np.ndarray, relevance: np.ndarray, k: int) -> list[int]:
+    """Greedily pick rows of ``match`` (candidates × query units) maximising the summed
+    per-unit maximum; ties and zero-gain steps fall back to relevance."""
+    n = match.shape[0]
+    covered = np.zeros(match.shape[1])
+    taken = np.zeros(n, dtype=bool)
+    chosen: list[int] = []
+    tiebreak = 1e-9 * (relevance - relevance.min())
+    for _ in range(k):
+        gain = np.maximum(match, covered[None, :]).sum(axis=1) - covered.sum() + tiebreak
+        gain[taken] = -np.inf
+        pick = int(np.argmax(gain))
+        chosen.append(pick)
+        taken[pick] = True
+        covered = np.maximum(covered, match[pick])
+    return chosen
+
+
+class VoteKSelector(SelectorBase):
+    """Vote-k (Su et al., 2022): diverse, representative demonstrations, the same for
+    every query.
+
+    A kNN graph links each example to its ``neighbors`` most similar ones; each greedy
+    step picks the example with the most votes from examples not yet covered, where a
+    vote from v is discounted by ρ^(−number of picked examples among v's neighbours).
+    This is the graph stage of vote-k; the paper's second, LM-confidence stage is not
+    run. Corpora above ``max_pool`` are subsampled (seeded) before building the graph.
+    """
+
+    name = "votek"
+
+    def __init__(self, neighbors: int = 15, rho: float = 10.0, max_pool: int = 10_000,
+                 seed: int = 0):
+        if neighbors <= 0 or rho <= 1.0:
+            raise ConfigError("Vote-k needs neighbors > 0 and rho > 1.")
+        self.neighbors, self.rho, self.max_pool, self.seed = neighbors, rho, max_pool, seed
+        self._order: list[int] = []
+        self._graph: sp.csr_matrix | None = None
+        self._pool_rows: np.ndarray | None = None
+        self._retriever = None
+
+    def n_candidates(self, k: int) -> int:
+        return 0
+
+    def prepare(self, retriever: Any) -> None:
+        self._retriever = retriever
+        self._order, self._graph = [], None
+
+    def _build_graph(self) -> None:
+        size = len(self._retriever.corpus)
+        rows = np.arange(size)
+        if size > self.max_pool:
+            rows = np.sort(np.random.default_rng(self.seed).choice(size, self.max_pool,
+                                                                   replace=False))
+        self._pool_rows = rows
+        self._graph = knn_graph(self._retriever.features(rows), self.neighbors)
+
+    def _extend(self, budget: int) -> None:
+        if self._graph is None:
+            self._build_graph()
+        self._order = votek_order(self._graph, budget, self.rho)
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        if self._retriever is not view.retriever:
+            self.prepare(view.retriever)
+        want = k + len(view.excluded)
+        if len(self._order) < min(want, len(self._retriever.corpus)):
+            self._extend(min(want, self._graph_size()))
+        rows = [int(self._pool_rows[i]) for i in self._order if
+                int(self._pool_rows[i]) not in view.excluded][:k]
+        return Selection(tuple(rows), _short_note(len(rows), k, len(self._order)))
+
+    def _graph_size(self) -> int:
+        if self._graph is None:
+            self._build_graph()
+        return self._graph.shape[0]
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "neighbors": self.neighbors, "rho": self.rho,
+                "max_pool": self.max_pool, "seed": self.seed}
+
+
+def knn_graph(features: Any, neighbors: int, chunk: int = 1024) -> sp.csr_matrix:
+    """Directed kNN graph by cosine: A[v, u] = 1 when u is among v's nearest neighbours."""
+    n = features.shape[0]
+    m = min(neighbors, n - 1)
+    if m <= 0:
+        return sp.csr_matrix((n, n))
+    cols = np.empty((n, m), dtype=np.int64)
+    for start in range(0, n, chunk):
+        block = features[start:start + chunk] @ features.T
+        block = np.asarray(block.todense() if sp.issparse(block) else block, dtype=np.float32)
+        block[np.arange(len(block)), np.arange(start, start + len(block))] = -np.inf
+        cols[start:start + len(block)] = np.argpartition(-block, m - 1, axis=1)[:, :m]
+    data = np.ones(n * m, dtype=np.float64)
+    return sp.csr_matrix((data, (np.repeat(np.arange(n), m), cols.ravel())), shape=(n, n))
+
+
+def votek_order(graph: sp.csr_matrix, budget: int, rho: float) -> list[int]:
+    n = graph.shape[0]
+    graph_t = graph.T.tocsr()
+    picked_near = np.zeros(n)  # per v: how many picked examples are among v's neighbours
+    taken = np.zeros(n, dtype=bool)
+    order: list[int] = []
+    for _ in range(min(budget, n)):
+        weight = rho ** (-picked_near)
+        weight[taken] = 0.0
+        votes = graph_t @ weight
+        votes[taken] = -np.inf
+        pick = int(np.argmax(votes))
+        order.append(pick)
+        taken[pick] = True
+        picked_near += graph_t[pick].toarray().ravel()
+    return order
+
+
+SELECTORS = {
+    "similarity": SimilaritySelector,
+    "random": RandomSelector,
+    "mmr": MMRSelector,
+    "dpp": DPPSelector,
+    "coverage": CoverageSelector,
+    "votek": VoteKSelector,
+}
+
+
+def make_selector(spec: Any, **options: Any) -> Selector:
+    if isinstance(spec, str):
+        if spec not in SELECTORS:
+            raise ConfigError(f"selector={spec!r} is unknown; choose one of {sorted(SELECTORS)} "
+                              "or pass a Selector object.")
+        return SELECTORS[spec](**options)
+    if hasattr(spec, "select") and hasattr(spec, "n_candidates"):
+        return spec
+    raise ConfigError(f"selector={spec!r} is neither a selector name ({sorted(SELECTORS)}) "
+                      "nor an object with select() and n_candidates().")
