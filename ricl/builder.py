@@ -310,11 +310,19 @@ class PromptBuilder:
 
 
 def _tokenizer_card(spec: Any) -> str | None:
+    """None for the default LM's tokenizer, a directory path, or "custom"."""
     if spec is None:
         return None
-    if isinstance(spec, (str, Path)):
-        return str(Path(spec).resolve())
-    return "custom"
+    if not isinstance(spec, (str, Path)):
+        spec = getattr(spec, "name_or_path", None)
+        if not spec or not Path(spec).is_dir():
+            return "custom"
+    from ricl.models import DEFAULT_LM_NAME, ricl_home
+
+    path = Path(spec).resolve()
+    if path == (ricl_home() / "models" / DEFAULT_LM_NAME).resolve():
+        return None  # portable: the default is found again on whatever machine loads it
+    return str(path)
 
 
 __all__ = ["PromptBuilder", "TemplateError"]

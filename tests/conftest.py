@@ -1,0 +1,40 @@
+"""Shared fixtures: a small real corpus (TREC questions from StaICC) indexed once."""
+
+from __future__ import annotations
+
+import pytest
+
+import ricl
+from eval.suites import load_suite
+
+
+@pytest.fixture(scope="session")
+def trec():
+    return load_suite("trec", n_test=40, pool_size=600, seed=0)
+
+
+@pytest.fixture(scope="session")
+def trec_corpus(trec):
+    return ricl.Corpus.from_records(trec.pool, input="text", output="label", labels=trec.labels)
+
+
+@pytest.fixture(scope="session")
+def trec_queries(trec):
+    return [record["text"] for record in trec.test]
+
+
+@pytest.fixture(scope="session")
+def dense(trec_corpus):
+    return ricl.DenseRetriever().index(trec_corpus)
+
+
+@pytest.fixture(scope="session")
+def bm25(trec_corpus):
+    return ricl.BM25Retriever().index(trec_corpus)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from ricl.models import load_tokenizer
+
+    return load_tokenizer()
