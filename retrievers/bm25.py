@@ -8,6 +8,7 @@ Kamphuis et al. (2020): "lucene" (default) or "robertson" (what
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,9 @@ from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
 from ricl.text import normalize
+
+# bm25s logs every index build at DEBUG through its own handler; keep it quiet
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _WORD = re.compile(r"\w+")
 _METHODS = ("lucene", "robertson", "atire")
