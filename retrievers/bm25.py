@@ -27,6 +27,7 @@ logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 _WORD = re.compile(r"\w+")
 _METHODS = ("lucene", "robertson", "atire")
+_QUERY_CHUNK = 256
 
 
 def _stopwords() -> frozenset[str]:
@@ -54,6 +55,7 @@ class BM25Retriever(RetrieverBase):
         self._stop = _stopwords() if stopwords else frozenset()
         self._bm25 = None
         self._terms: sp.csr_matrix | None = None  # l2-normalised tf-idf rows, for kernels
+        self._matrix: sp.csr_matrix | None = None
 
     def tokenize(self, text: str) -> list[str]:
         return analyze(text, self._stop)
@@ -65,6 +67,7 @@ class BM25Retriever(RetrieverBase):
         tokens = [self.tokenize(text) or [""] for text in corpus.texts()]
         self._bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         self._bm25.index(tokens, show_progress=len(tokens) > 20_000)
+        self._matrix = None
         self._terms = _tfidf(tokens, self._bm25.vocab_dict)
         return self
 
@@ -75,10 +78,35 @@ class BM25Retriever(RetrieverBase):
         fetch = self._fetch_size(n, excluded, len(corpus))
         if not queries:
             return self._candidates(queries, [], [], [], n)
-        tokens = [self.tokenize(query) for query in queries]
-        rows, scores = self._bm25.retrieve(tokens, k=fetch, show_progress=False,
-                                           n_threads=0, return_as="tuple")
-        return self._candidates(queries, list(rows.astype(np.int64)), list(scores), excluded, n)
+        rows, scores = [], []
+        for start in range(0, len(queries), _QUERY_CHUNK):
+            chunk = self._query_matrix(queries[start:start + _QUERY_CHUNK]) @ self._score_matrix()
+            for r, s in (_top_k_row(chunk, i, fetch) for i in range(chunk.shape[0])):
+                rows.append(r)
+                scores.append(s)
+        return self._candidates(queries, rows, scores, excluded, n)
+
+    def _score_matrix(self) -> sp.csr_matrix:
+        """bm25s's eager index as a (terms x documents) sparse matrix of per-term scores."""
+        if self._matrix is None:
+            s = self._bm25.scores
+            self._matrix = sp.csr_matrix((s["data"], s["indices"], s["indptr"]),
+                                         shape=(len(s["indptr"]) - 1, s["num_docs"]))
+        return self._matrix
+
+    def _query_matrix(self, queries: Sequence[str]) -> sp.csr_matrix:
+        """Term counts per query (repeated terms count twice, as in rank_bm25 and bm25s)."""
+        vocab = self._bm25.vocab_dict
+        rows, cols = [], []
+        for i, query in enumerate(queries):
+            for term in self.tokenize(query):
+                if term in vocab:
+                    rows.append(i)
+                    cols.append(vocab[term])
+        counts = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
+                               shape=(len(queries), self._score_matrix().shape[0]))
+        counts.sum_duplicates()
+        return counts
 
     def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
         self._require_index()
@@ -153,3 +181,26 @@ def _tfidf(tokens: list[list[str]], vocab: dict[str, int]) -> sp.csr_matrix:
     norms = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
     norms[norms == 0] = 1.0
     return sp.diags(1.0 / norms) @ weighted
+
+
+def _top_k_row(scores: sp.csr_matrix, i: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` documents of one query row, ties broken by lower row index.
+
+    Only documents sharing a term with the query have a non-zero score; when there
+    are fewer than ``k`` of those, zero-score documents (lowest rows first) fill up.
+    """
+    start, end = scores.indptr[i], scores.indptr[i + 1]
+    docs = scores.indices[start:end].astype(np.int64)
+    values = scores.data[start:end]
+    if len(docs) > k:
+        keep = np.argpartition(-values, k - 1)[:k]
+        cutoff = values[keep].min()
+        keep = np.flatnonzero(values >= cutoff)  # all ties at the cut-off, then trim below
+        docs, values = docs[keep], values[keep]
+    order = np.lexsort((docs, -values))[:k]
+    docs, values = docs[order], values[order].astype(np.float32)
+    if len(docs) < k:
+        fill = np.setdiff1d(np.arange(k + len(docs)), docs)[: k - len(docs)]
+        docs = np.concatenate([docs, fill])
+        values = np.concatenate([values, np.zeros(len(fill), dtype=np.float32)])
+    return docs, values

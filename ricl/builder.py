@@ -213,6 +213,14 @@ class PromptBuilder:
         counts = self.count_tokens([self._render_demo(row) for row in todo])
         self._demo_tokens.update(zip(todo, counts))
 
+    def _fixed_tokens(self) -> tuple[int, int]:
+        """Token counts of the separator and the instructions (computed once)."""
+        if not hasattr(self, "_fixed"):
+            separator, instructions = self.count_tokens([self.template.separator,
+                                                         self.template.instructions or " "])
+            self._fixed = (separator, instructions if self.template.instructions else 0)
+        return self._fixed
+
     def _render_demo(self, row: int) -> str:
         example = self.corpus[row]
         return self.template.render_demo(example.fields(self.corpus.output_name))
@@ -222,9 +230,8 @@ class PromptBuilder:
         rows = list(selection.rows)
         demo_tokens = [self._demo_tokens[row] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
-        separator = self.count_tokens([self.template.separator])[0]
-        fixed = query_tokens + (self.count_tokens([self.template.instructions])[0] + separator
-                                if self.template.instructions else 0)
+        separator, instructions = self._fixed_tokens()
+        fixed = query_tokens + (instructions + separator if self.template.instructions else 0)
         kept, dropped = fit_budget(demo_tokens, relevance, fixed, separator, self.max_tokens)
         notes = [selection.note] if selection.note else []
         while True:
