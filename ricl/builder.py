@@ -108,7 +108,9 @@ class PromptBuilder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        tokenizer = self.tokenizer
+        with self._lock:  # Rust tokenizers raise "Already borrowed" if settings change mid-call
+            encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(ids) for ids in encoded]
 
     @property
