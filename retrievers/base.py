@@ -130,6 +130,23 @@ class RetrieverBase:
                                      "call .index(corpus) (or load a saved one) before searching.")
         return self.corpus
 
+    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True,
+               **options: Any) -> Candidates:
+        """Top-``n`` candidates per query, best first, never the query itself
+        (unless ``exclude_self=False``)."""
+        corpus = self._require_index()
+        queries, n = check_queries(queries), check_n(n)
+        excluded = self._exclusions(queries, exclude_self)
+        if not queries:
+            return self._candidates(queries, [], [], [], n)
+        fetch = self._fetch_size(n, excluded, len(corpus))
+        rows, scores = self._top(queries, fetch, **options)
+        return self._candidates(queries, rows, scores, excluded, n)
+
+    def _top(self, queries: list[str], fetch: int, **options: Any):
+        """(rows, scores) per query: the best ``fetch`` corpus rows, best first."""
+        raise NotImplementedError
+
     def _exclusions(self, queries: Sequence[str], exclude_self: bool) -> list[frozenset[int]]:
         if not exclude_self:
             return [frozenset()] * len(queries)

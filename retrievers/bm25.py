@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from retrievers.base import Candidates, RetrieverBase, check_n, check_queries, read_card
+from retrievers.base import RetrieverBase, read_card
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
@@ -71,20 +71,14 @@ class BM25Retriever(RetrieverBase):
         self._terms = _tfidf(tokens, self._bm25.vocab_dict)
         return self
 
-    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True) -> Candidates:
-        corpus = self._require_index()
-        queries, n = check_queries(queries), check_n(n)
-        excluded = self._exclusions(queries, exclude_self)
-        fetch = self._fetch_size(n, excluded, len(corpus))
-        if not queries:
-            return self._candidates(queries, [], [], [], n)
+    def _top(self, queries: list[str], fetch: int):
         rows, scores = [], []
         for start in range(0, len(queries), _QUERY_CHUNK):
             chunk = self._query_matrix(queries[start:start + _QUERY_CHUNK]) @ self._score_matrix()
             for r, s in (_top_k_row(chunk, i, fetch) for i in range(chunk.shape[0])):
                 rows.append(r)
                 scores.append(s)
-        return self._candidates(queries, rows, scores, excluded, n)
+        return rows, scores
 
     def _score_matrix(self) -> sp.csr_matrix:
         """bm25s's eager index as a (terms x documents) sparse matrix of per-term scores."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievers.base import Candidates, RetrieverBase, check_n, check_queries, read_card
+from retrievers.base import RetrieverBase, read_card
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
@@ -105,21 +105,12 @@ class DenseRetriever(RetrieverBase):
         _fill(self._client, self._collection, self.embeddings)
 
     # -- search -------------------------------------------------------------------------------
-    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True,
-               query_vectors: np.ndarray | None = None) -> Candidates:
-        corpus = self._require_index()
-        queries, n = check_queries(queries), check_n(n)
-        excluded = self._exclusions(queries, exclude_self)
-        fetch = self._fetch_size(n, excluded, len(corpus))
-        if not queries:
-            return self._candidates(queries, [], [], [], n)
+    def _top(self, queries: list[str], fetch: int, query_vectors: np.ndarray | None = None):
         if query_vectors is None:
             query_vectors = self.encode(queries)
         if self.backend == "chroma":
-            rows, scores = self._search_chroma(query_vectors, fetch)
-        else:
-            rows, scores = self._search_exact(query_vectors, fetch)
-        return self._candidates(queries, rows, scores, excluded, n)
+            return self._search_chroma(query_vectors, fetch)
+        return self._search_exact(query_vectors, fetch)
 
     def _search_exact(self, query_vectors: np.ndarray, fetch: int):
         rows, scores = [], []
