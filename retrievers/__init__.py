@@ -18,9 +18,12 @@ _KINDS = {"bm25": BM25Retriever, "dense": DenseRetriever}
 
 
 def make_retriever(spec: Any, **options: Any) -> Retriever:
-    """"bm25", "dense", "dense:chroma", a sentence-transformers model dir, or a Retriever."""
+    """"bm25", "dense", "dense:chroma", "chroma://host:port/collection" (dense on a Chroma
+    server), a sentence-transformers model dir, or a Retriever."""
     if isinstance(spec, Retriever) and not isinstance(spec, (str, Path)):
         return spec
+    if isinstance(spec, str) and spec.startswith("chroma://"):
+        return DenseRetriever(backend="chroma-server", server=spec, **options)
     if isinstance(spec, Path) or (isinstance(spec, str) and ("/" in spec or Path(spec).is_dir())):
         path = Path(spec)
         if not path.is_dir():
@@ -36,7 +39,8 @@ def make_retriever(spec: Any, **options: Any) -> Retriever:
                               "('dense:exact' or 'dense:chroma').")
         if kind in _KINDS:
             return _KINDS[kind](**options)
-    raise ConfigError(f"retriever={spec!r} is unknown. Use 'bm25', 'dense', 'dense:chroma', a path "
+    raise ConfigError(f"retriever={spec!r} is unknown. Use 'bm25', 'dense', 'dense:chroma', "
+                      "'chroma://HOST:PORT/COLLECTION', a path "
                       "to a sentence-transformers model directory, or a Retriever object.")
 
 

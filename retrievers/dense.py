@@ -1,15 +1,15 @@
 """Dense retrieval with a sentence-transformers bi-encoder.
 
-Vectors are L2-normalised, so a dot product is the cosine. Two backends answer the
-same calls: ``exact`` (a numpy matrix product, chunked) and ``chroma`` (embedded
-Chroma, HNSW). Chroma always receives our embeddings and no embedding function:
-a collection without one would fall back to Chroma's ONNX default, which downloads.
+Vectors are L2-normalised, so a dot product is the cosine. Three backends answer the
+same calls: ``exact`` (a numpy matrix product, chunked), ``chroma`` (embedded Chroma,
+HNSW, saved inside the index directory) and ``chroma-server`` (a Chroma server at
+``chroma://host:port/collection``). The unit vectors are also kept (and saved) as a
+numpy array: diversity selectors need candidate-candidate similarities.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from retrievers.base import RetrieverBase, read_card
+from retrievers.chroma_store import ChromaStore, ServerAddress
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("exact", "chroma")
+BACKENDS = ("exact", "chroma", "chroma-server")
 _COLLECTION = "ricl-demos"
 _QUERY_CHUNK = 256
 
@@ -36,20 +37,23 @@ class DenseRetriever(RetrieverBase):
     kind = "dense"
 
     def __init__(self, model: Any = None, backend: str = "exact", batch_size: int = 64,
-                 show_progress: bool | None = None):
+                 show_progress: bool | None = None, server: str | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ConfigError(f"Dense backend {backend!r} is unknown; choose one of {BACKENDS}.")
         if batch_size <= 0:
             raise ConfigError(f"batch_size={batch_size}: must be a positive integer.")
+        if (backend == "chroma-server") != (server is not None):
+            raise ConfigError("A Chroma server needs both backend='chroma-server' and "
+                              "server='chroma://HOST:PORT/COLLECTION' (or pass the URL as retriever).")
+        self.server = ServerAddress.parse(server) if server is not None else None
         self.model_spec = model
         self.backend = backend
         self.batch_size = batch_size
         self.show_progress = show_progress
         self._encoder = None
         self.embeddings: np.ndarray | None = None
-        self._client = None
-        self._collection = None
+        self._store: ChromaStore | None = None
 
     # -- encoding ---------------------------------------------------------------------------
     @property
@@ -93,23 +97,17 @@ class DenseRetriever(RetrieverBase):
         if embeddings.shape[0] != len(corpus):
             raise ConfigError(f"{embeddings.shape[0]} embeddings for {len(corpus)} examples.")
         self.embeddings = embeddings
-        if self.backend == "chroma":
-            self._open_chroma(None)
-            self._fill_chroma()
+        if self.backend != "exact":
+            self._store = ChromaStore(self.server)  # the server, or in memory until save()
+            self._store.replace(embeddings)
         return self
-
-    def _open_chroma(self, path: Path | None) -> None:
-        self._client, self._collection = _chroma_collection(path)
-
-    def _fill_chroma(self) -> None:
-        _fill(self._client, self._collection, self.embeddings)
 
     # -- search -------------------------------------------------------------------------------
     def _top(self, queries: list[str], fetch: int, query_vectors: np.ndarray | None = None):
         if query_vectors is None:
             query_vectors = self.encode(queries)
-        if self.backend == "chroma":
-            return self._search_chroma(query_vectors, fetch)
+        if self._store is not None:
+            return self._store.query(query_vectors, fetch)
         return self._search_exact(query_vectors, fetch)
 
     def _search_exact(self, query_vectors: np.ndarray, fetch: int):
@@ -124,13 +122,6 @@ class DenseRetriever(RetrieverBase):
             order = np.argsort(-top_sims, axis=1, kind="stable")
             rows.extend(np.take_along_axis(top, order, axis=1).astype(np.int64))
             scores.extend(np.take_along_axis(top_sims, order, axis=1))
-        return rows, scores
-
-    def _search_chroma(self, query_vectors: np.ndarray, fetch: int):
-        result = self._collection.query(query_embeddings=query_vectors, n_results=fetch,
-                                        include=["distances"])
-        rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
-        scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores
 
     def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -156,13 +147,13 @@ class DenseRetriever(RetrieverBase):
             model = self._model_card(tmp)
             if self.backend == "chroma":
                 # A fresh persistent store inside the new dir; the live one stays usable.
-                client, collection = _chroma_collection(tmp / "chroma")
-                _fill(client, collection, self.embeddings)
-                del client, collection
+                ChromaStore(tmp / "chroma").replace(self.embeddings)
             self._write_card(tmp, {"model": model, "backend": self.backend,
-                                   "dim": int(self.embeddings.shape[1])})
-        if self.backend == "chroma":  # switch to the saved copy so later writes land there
-            self._open_chroma(Path(path) / "chroma")
+                                   "dim": int(self.embeddings.shape[1]),
+                                   "server": self.server.url if self.server else None})
+        if self.backend == "chroma":  # switch to the saved copy
+            self._store = ChromaStore(Path(path) / "chroma")
+            self._store.open_existing(len(self.embeddings))
 
     def _model_card(self, tmp: Path) -> str | None:
         spec = self.model_spec
@@ -180,7 +171,7 @@ class DenseRetriever(RetrieverBase):
         model = card["model"]
         if model == "model":
             model = str(path / "model")
-        retriever = cls(model=model, backend=card["backend"])
+        retriever = cls(model=model, backend=card["backend"], server=card.get("server"))
         try:
             embeddings = np.load(path / "embeddings.npy")
         except (OSError, ValueError) as exc:
@@ -194,33 +185,10 @@ class DenseRetriever(RetrieverBase):
         if retriever.backend == "chroma":
             if not (path / "chroma").is_dir():
                 raise IndexLoadError(f"The Chroma store under {path}/chroma is missing. Rebuild it.")
-            retriever._open_chroma(path / "chroma")
-            if retriever._collection.count() != len(corpus):
-                raise IndexLoadError(f"The Chroma store under {path} holds "
-                                     f"{retriever._collection.count()} vectors for {len(corpus)} "
-                                     "examples. Rebuild it.")
+            retriever._store = ChromaStore(path / "chroma")
+        elif retriever.backend == "chroma-server":
+            retriever._store = ChromaStore(retriever.server)
+        if retriever._store is not None:
+            retriever._store.open_existing(len(corpus))
         return retriever
 
-
-def _chroma_collection(path: Path | None):
-    """An embedded Chroma client (persistent at ``path``, else in memory) and our collection."""
-    import chromadb
-    from chromadb.config import Settings
-
-    settings = Settings(anonymized_telemetry=False, allow_reset=False)
-    client = (chromadb.EphemeralClient(settings=settings) if path is None else
-              chromadb.PersistentClient(path=str(path), settings=settings))
-    # In-memory clients share one store per process: give each index its own collection.
-    name = _COLLECTION if path is not None else f"{_COLLECTION}-{uuid.uuid4().hex[:12]}"
-    collection = client.get_or_create_collection(
-        name, embedding_function=None,
-        configuration={"hnsw": {"space": "cosine", "ef_construction": 200, "ef_search": 200}},
-    )
-    return client, collection
-
-
-def _fill(client, collection, embeddings: np.ndarray) -> None:
-    batch = client.get_max_batch_size()
-    ids = [str(row) for row in range(len(embeddings))]
-    for start in range(0, len(ids), batch):
-        collection.add(ids=ids[start:start + batch], embeddings=embeddings[start:start + batch])

@@ -54,3 +54,7 @@ class ModelLoadError(RiclError, OSError):
 
 class DataError(RiclError, ValueError):
     """A packaged suite or data file could not be read safely."""
+
+
+class ServerUnavailableError(RiclError, ConnectionError):
+    """A server backend (Chroma, an LM server) could not be reached after bounded retries."""

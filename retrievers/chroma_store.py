@@ -1,0 +1,158 @@
+"""Chroma behind one small interface: in memory, on disk, or on a Chroma server.
+
+Every collection is created with ``embedding_function=None`` and filled with our
+own vectors: a collection without one would fall back to Chroma's ONNX default,
+which downloads a model. Telemetry is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ricl.errors import ConfigError, IndexLoadError, ServerUnavailableError
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "ricl-demos"
+HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between tries against a server: bounded, never a hang
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    host: str
+    port: int
+    collection: str
+
+    @classmethod
+    def parse(cls, url: str) -> ServerAddress:
+        """``chroma://host:port/collection`` (collection optional)."""
+        parsed = urlparse(url)
+        if parsed.scheme != "chroma" or not parsed.hostname:
+            raise ConfigError(f"{url!r} is not a Chroma server address; write "
+                              "'chroma://HOST:PORT/COLLECTION', e.g. 'chroma://127.0.0.1:8000/demos'.")
+        try:
+            port = parsed.port or 8000
+        except ValueError:
+            raise ConfigError(f"{url!r}: the port must be a number.") from None
+        name = parsed.path.strip("/") or COLLECTION
+        return cls(parsed.hostname, port, name)
+
+    @property
+    def url(self) -> str:
+        return f"chroma://{self.host}:{self.port}/{self.collection}"
+
+
+class ChromaStore:
+    """One collection of unit vectors whose ids are corpus row numbers."""
+
+    def __init__(self, location: Path | ServerAddress | None):
+        self.location = location
+        if isinstance(location, ServerAddress):
+            self.name = location.collection
+        else:  # in-memory clients share one store per process: each index gets its own name
+            self.name = COLLECTION if location is not None else f"{COLLECTION}-{uuid.uuid4().hex[:12]}"
+        self._client = self._retry(self._connect, "connect to")
+        self._collection = None
+
+    # -- connection ----------------------------------------------------------------------
+    def _connect(self):
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        if isinstance(self.location, ServerAddress):
+            client = chromadb.HttpClient(host=self.location.host, port=self.location.port,
+                                         settings=settings)
+            client.heartbeat()
+            return client
+        if self.location is None:
+            return chromadb.EphemeralClient(settings=settings)
+        return chromadb.PersistentClient(path=str(self.location), settings=settings)
+
+    def _retry(self, action, what: str):
+        if not isinstance(self.location, ServerAddress):
+            return action()
+        for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
+            try:
+                return action()
+            except Exception as exc:  # noqa: BLE001 - the HTTP client raises many types
+                if delay is None or not _is_connection_error(exc):
+                    if _is_connection_error(exc):
+                        raise ServerUnavailableError(
+                            f"Could not {what} the Chroma server at {self.location.host}:"
+                            f"{self.location.port} after {attempt} tries ({exc}). Start it with "
+                            f"`chroma run --path DIR --host {self.location.host} --port "
+                            f"{self.location.port}`, or use the embedded backend 'dense:chroma'."
+                        ) from None
+                    raise
+                log.warning("Chroma server unreachable (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                if what != "connect to":
+                    self._client = self._connect_quietly()
+        raise AssertionError("unreachable")
+
+    def _connect_quietly(self):
+        try:
+            return self._connect()
+        except Exception:  # noqa: BLE001 - the next try reports it
+            return self._client
+
+    # -- collection ----------------------------------------------------------------------
+    def replace(self, embeddings: np.ndarray) -> None:
+        """A fresh collection holding exactly these vectors (ids "0".."n-1")."""
+        def fill():
+            name = self.name
+            if isinstance(self.location, ServerAddress):
+                try:
+                    self._client.delete_collection(name)
+                except Exception as exc:  # noqa: BLE001 - absent collection is fine
+                    if _is_connection_error(exc):
+                        raise
+            collection = self._client.get_or_create_collection(
+                name, embedding_function=None, configuration={"hnsw": dict(HNSW)})
+            batch = self._client.get_max_batch_size()
+            ids = [str(row) for row in range(len(embeddings))]
+            for start in range(0, len(ids), batch):
+                collection.add(ids=ids[start:start + batch],
+                               embeddings=embeddings[start:start + batch])
+            return collection
+
+        self._collection = self._retry(fill, "write to")
+
+    def open_existing(self, expected: int) -> None:
+        def get():
+            return self._client.get_collection(self.name, embedding_function=None)
+
+        try:
+            self._collection = self._retry(get, "read from")
+        except ServerUnavailableError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - chroma's NotFound differs across versions
+            raise IndexLoadError(f"The Chroma collection {self.name!r} is missing ({exc}). "
+                                 "Rebuild the index.") from None
+        count = self._retry(self._collection.count, "read from")
+        if count != expected:
+            raise IndexLoadError(f"The Chroma collection {self.name!r} holds {count} vectors "
+                                 f"for {expected} examples. Rebuild the index.")
+
+    def query(self, vectors: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        result = self._retry(lambda: self._collection.query(
+            query_embeddings=vectors, n_results=n, include=["distances"]), "query")
+        rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
+        scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
+        return rows, scores
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
+        word in text for word in ("connect", "unreachable", "timed out", "timeout", "refused"))
+

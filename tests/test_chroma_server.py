@@ -1,0 +1,83 @@
+"""Dense retrieval against a real Chroma server on loopback."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import ricl
+from retrievers import load_retriever, make_retriever
+from ricl.errors import ServerUnavailableError
+
+CHROMA = Path(sys.executable).parent / "chroma"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ChromaServer:
+    def __init__(self, path: Path, port: int):
+        self.path, self.port, self.process = path, port, None
+
+    def start(self):
+        self.process = subprocess.Popen(
+            [str(CHROMA), "run", "--path", str(self.path), "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("the Chroma server did not start within 30 s")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+
+@pytest.fixture()
+def server(tmp_path):
+    if not CHROMA.exists():
+        pytest.skip("the chroma command is not installed")
+    running = ChromaServer(tmp_path / "chroma-data", free_port())
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_index_query_restart_and_load_against_a_server(server, tmp_path, trec_corpus,
+                                                       trec_queries, dense):
+    url = f"chroma://127.0.0.1:{server.port}/trec-demos"
+    remote = make_retriever(url).index(trec_corpus, embeddings=dense.embeddings)
+    before = remote.search(trec_queries, n=8)
+    exact = dense.search(trec_queries, n=8)
+    assert [r.tolist() for r in before.rows] == [r.tolist() for r in exact.rows]
+    remote.save(tmp_path / "idx")
+
+    server.stop()
+    server.start()  # same data directory: the collection must survive a restart
+    loaded = load_retriever(tmp_path / "idx")
+    after = loaded.search(trec_queries, n=8)
+    assert [r.tolist() for r in after.rows] == [r.tolist() for r in before.rows]
+    builder = ricl.PromptBuilder(loaded.corpus, retriever=loaded, k=3,
+                                 template="Question: {input}\nAnswer type: {output}",
+                                 tokenizer=None)
+    assert len(builder.build(trec_queries[0]).demos) == 3
+
+
+def test_a_down_server_is_a_clear_error_after_bounded_retries(trec_corpus, dense):
+    url = f"chroma://127.0.0.1:{free_port()}/nobody-home"
+    started = time.monotonic()
+    with pytest.raises(ServerUnavailableError, match="chroma run"):
+        make_retriever(url).index(trec_corpus, embeddings=dense.embeddings)
+    assert time.monotonic() - started < 15
