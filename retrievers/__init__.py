@@ -10,6 +10,7 @@ from retrievers.base import Candidates, Retriever
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DenseRetriever
 from ricl.errors import ConfigError, IndexLoadError
+from ricl.io import recover_dir
 
 __all__ = ["BM25Retriever", "Candidates", "DenseRetriever", "Retriever", "load_retriever",
            "make_retriever"]
@@ -46,6 +47,7 @@ def make_retriever(spec: Any, **options: Any) -> Retriever:
 
 def load_retriever(path: str | Path) -> Retriever:
     """Load whatever retriever ``save(path)`` wrote."""
+    recover_dir(path)
     card_path = Path(path) / "retriever.json"
     try:
         kind = json.loads(card_path.read_text())["kind"]

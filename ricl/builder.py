@@ -13,7 +13,7 @@ import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError, TemplateError
-from ricl.io import atomic_dir
+from ricl.io import atomic_dir, recover_dir
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.selectors import CandidateView, Selection, make_selector
@@ -287,6 +287,7 @@ class PromptBuilder:
         from retrievers import load_retriever
 
         path = Path(path)
+        recover_dir(path)
         try:
             config = json.loads((path / "builder.json").read_text())
         except FileNotFoundError:

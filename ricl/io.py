@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -16,24 +17,72 @@ from typing import Any
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``target`` whole.
 
-    The temporary directory sits beside ``target`` so the final step is a rename on
-    one filesystem. If the body raises (or the process dies), ``target`` is untouched.
+    The temporary directory sits beside ``target``, so the final step is one atomic
+    exchange of the two paths (Linux ``renameat2(RENAME_EXCHANGE)``): a process killed
+    at any instant leaves either the old directory or the new one at ``target``,
+    never neither and never a mix. Temporary directories left by killed processes
+    are removed by the next save.
     """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _remove_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        if not target.exists():
+            os.replace(tmp, target)
+        elif _exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old version
+        else:  # no renameat2: two renames; recover_dir() repairs a kill in between
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-",
+                                        dir=target.parent))
             os.replace(target, old / "x")
             os.replace(tmp, target)
             shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_dir(target: str | Path) -> None:
+    """Put back the previous version if a save was killed between its two renames
+    (only possible where the atomic exchange is unavailable)."""
+    target = Path(target).absolute()
+    if target.exists() or not target.parent.is_dir():
+        return
+    for old in sorted(target.parent.glob(f".{target.name}.old-*/x")):
+        os.replace(old, target)
+        shutil.rmtree(old.parent, ignore_errors=True)
+        return
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _remove_stale(target: Path) -> None:
+    """Delete temporary siblings whose writing process no longer exists."""
+    for path in target.parent.glob(f".{target.name}.tmp-*"):
+        pid = path.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
