@@ -29,6 +29,8 @@ _EXPORTS = {
     "Prompt": "ricl.prompt",
     "Demo": "ricl.prompt",
     "PromptBuilder": "ricl.builder",
+    "LongContextChunker": "ricl.chunker",
+    "Chunk": "ricl.chunker",
     "Selection": "ricl.selectors",
     "CandidateView": "ricl.selectors",
     "make_selector": "ricl.selectors",
