@@ -72,6 +72,7 @@ class PromptBuilder:
         self.selector = make_selector(selector, **dict(selector_options or {}))
         self._tokenizer_spec = tokenizer
         self._tokenizer = None
+        self._chunker = None
         self._demo_tokens: dict[int, int] = {}
         self._lock = threading.RLock()
         self._indexed = getattr(self.retriever, "corpus", None) is corpus
@@ -118,17 +119,30 @@ class PromptBuilder:
         return self.corpus.labels
 
     # -- building ----------------------------------------------------------------------------
-    def build(self, query: Query) -> Prompt:
-        """The prompt for one query (a string, or a dict of input fields)."""
-        return self.build_many([query])[0]
+    def build(self, query: Query, documents: Sequence[Any] | None = None) -> Prompt:
+        """The prompt for one query (a string, or a dict of input fields).
 
-    def build_many(self, queries: Sequence[Query], progress: bool = False) -> list[Prompt]:
+        ``documents``: supporting material placed before the demonstrations (a prompt is
+        instructions, documents, demos, query). Items are strings (split into chunks by
+        the builder's ``LongContextChunker`` and scored against the query), or
+        ``(text, score)`` pairs. They fill the budget left after the query and demos,
+        highest-scored first, and are ordered by the chunker's strategy (default
+        ``edges``: the best at the two ends of the documents, the weakest in the middle).
+        """
+        return self.build_many([query], None if documents is None else [documents])[0]
+
+    def build_many(self, queries: Sequence[Query], documents: Sequence[Sequence[Any]] | None = None,
+                   progress: bool = False) -> list[Prompt]:
         """Prompts for many queries: one encoder call and one search per chunk.
 
-        Gives exactly the prompts that ``build`` gives one by one.
+        Gives exactly the prompts that ``build`` gives one by one. ``documents``, when
+        given, holds one list of documents per query.
         """
         if isinstance(queries, (str, Mapping)):
             raise ConfigError("build_many() takes a list of queries; use build() for one.")
+        if documents is not None and len(documents) != len(queries):
+            raise ConfigError(f"documents has {len(documents)} lists for {len(queries)} queries; "
+                              "pass one list of documents per query.")
         fields = [self._query_fields(q, i) for i, q in enumerate(queries)]
         self.index()
         prompts: list[Prompt] = []
@@ -138,7 +152,8 @@ class PromptBuilder:
 
             chunks = tqdm(chunks, desc="prompts", unit="chunk")
         for start in chunks:
-            prompts.extend(self._build_chunk(fields[start:start + _CHUNK]))
+            docs = None if documents is None else documents[start:start + _CHUNK]
+            prompts.extend(self._build_chunk(fields[start:start + _CHUNK], docs))
         return prompts
 
     def _query_fields(self, query: Query, i: int) -> dict[str, str]:
@@ -164,7 +179,7 @@ class PromptBuilder:
         values["input"] = "\n".join(values[name] for name in names)
         return values
 
-    def _build_chunk(self, fields: list[dict[str, str]]) -> list[Prompt]:
+    def _build_chunk(self, fields: list[dict[str, str]], documents=None) -> list[Prompt]:
         texts = [f["input"] for f in fields]
         views = self._views(texts)
         selections = self.selector.select_many(views, self.k) if self.k else \
@@ -173,8 +188,48 @@ class PromptBuilder:
         query_texts = [self.template.render_query(f) for f in fields]
         query_tokens = self.count_tokens(query_texts)
         self._count_demo_tokens({row for s in selections for row in s.rows})
-        return [self._assemble(f, qt, qn, sel, sc)
-                for f, qt, qn, sel, sc in zip(fields, query_texts, query_tokens, selections, scores)]
+        docs = (self._score_documents(texts, documents) if documents is not None
+                else [[] for _ in fields])
+        return [self._assemble(f, qt, qn, sel, sc, d) for f, qt, qn, sel, sc, d
+                in zip(fields, query_texts, query_tokens, selections, scores, docs)]
+
+    @property
+    def chunker(self):
+        with self._lock:
+            if self._chunker is None:
+                from ricl.chunker import LongContextChunker
+
+                self._chunker = LongContextChunker(tokenizer=self.tokenizer)
+            return self._chunker
+
+    def _score_documents(self, queries: list[str], documents) -> list[list[tuple[str, str, float]]]:
+        """(doc id, text, score) per item. Strings are chunked and scored by the dense
+        encoder's cosine with the query when there is one, else by their given order."""
+        from ricl.chunker import Chunk
+
+        scored = []
+        for qi, (query, items) in enumerate(zip(queries, documents)):
+            if isinstance(items, (str, bytes)):
+                raise ConfigError(f"documents for query {qi} must be a list, not one string.")
+            pieces, given = [], []
+            for di, item in enumerate(items):
+                if isinstance(item, tuple) and len(item) == 2:
+                    text, score = item
+                    text = text.text if isinstance(text, Chunk) else text
+                    given.append((f"{di}", _as_text(text, qi, di), float(score)))
+                elif isinstance(item, Chunk):
+                    pieces.append((f"{item.doc_id}#{item.index}", item.text))
+                else:
+                    for chunk in self.chunker.split(_as_text(item, qi, di), doc_id=str(di)):
+                        pieces.append((f"{chunk.doc_id}#{chunk.index}", chunk.text))
+            if pieces and hasattr(self.retriever, "encode"):
+                vectors = self.retriever.encode([query] + [text for _, text in pieces])
+                sims = vectors[1:] @ vectors[0]
+                given += [(pid, text, float(s)) for (pid, text), s in zip(pieces, sims)]
+            else:
+                given += [(pid, text, -float(i)) for i, (pid, text) in enumerate(pieces)]
+            scored.append(given)
+        return scored
 
     def _views(self, texts: list[str]) -> list[CandidateView]:
         from retrievers.base import SelfExclusion
@@ -228,7 +283,8 @@ class PromptBuilder:
         return self.template.render_demo(example.fields(self.corpus.output_name))
 
     def _assemble(self, fields: dict[str, str], query_text: str, query_tokens: int,
-                  selection: Selection, scores: list[float | None]) -> Prompt:
+                  selection: Selection, scores: list[float | None],
+                  documents: list[tuple[str, str, float]] = ()) -> Prompt:
         rows = list(selection.rows)
         demo_tokens = [self._demo_tokens[row] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
@@ -247,6 +303,10 @@ class PromptBuilder:
             worst = min(kept, key=lambda i: (relevance[i], -i))
             kept.remove(worst)
             dropped.append(worst)
+        placed_docs, dropped_docs = [], []
+        if documents:
+            placed_docs, dropped_docs, text, total = self._place_documents(
+                documents, [self._render_demo(rows[i]) for i in placed], query_text, total)
         demos = tuple(Demo(id=self.corpus[rows[i]].id, fields=dict(self.corpus[rows[i]].inputs),
                            output=self.corpus[rows[i]].output, score=scores[i], rank=i,
                            position=pos, tokens=demo_tokens[i])
@@ -255,11 +315,38 @@ class PromptBuilder:
                               reason=f"over max_tokens={self.max_tokens}: least relevant demo "
                                      f"({demo_tokens[i]} tokens) dropped")
                       for i in dropped)
+        drops += tuple(Dropped(id=f"document:{doc_id}", score=score,
+                               reason=f"over max_tokens={self.max_tokens}: lower-scored document "
+                                      "chunk left out")
+                       for doc_id, _, score in dropped_docs)
         query = {name: fields[name] for name in self.corpus.input_names}
         return Prompt(text=text, query=query, demos=demos, token_count=total,
                       max_tokens=self.max_tokens, dropped=drops, notes=tuple(notes),
+                      documents=tuple(placed_docs),
                       selector=self.selector.name, retriever=self.retriever.kind,
                       answer_prefix=self.template.answer_prefix or " ")
+
+    def _place_documents(self, documents, demo_texts: list[str], query_text: str, total: int):
+        """Fill what the budget leaves after query and demos with the best documents."""
+        from ricl.prompt import PlacedDocument
+
+        items = list(documents)
+        separator, _ = self._fixed_tokens()
+        budget = (self.max_tokens - total - separator) if self.max_tokens is not None else 10**12
+        while True:
+            placement = self.chunker.place([text for _, text, _ in items],
+                                           [score for _, _, score in items], max(budget, 0))
+            chosen = [items[i] for i in placement.order]
+            section = self.chunker.separator.join(text for _, text, _ in chosen)
+            text = self.template.join(demo_texts, query_text, documents=section)
+            count = self.count_tokens([text])[0]
+            if self.max_tokens is None or count <= self.max_tokens or not chosen:
+                break
+            budget -= count - self.max_tokens  # merges across joins: tighten and retry
+        placed = [PlacedDocument(id=doc_id, text=doc_text, score=score, position=pos)
+                  for pos, (doc_id, doc_text, score) in enumerate(chosen)]
+        dropped = [items[i] for i in placement.dropped]
+        return placed, dropped, text, count
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -333,6 +420,13 @@ def _tokenizer_card(spec: Any) -> str | None:
     if path == (ricl_home() / "models" / DEFAULT_LM_NAME).resolve():
         return None  # portable: the default is found again on whatever machine loads it
     return str(path)
+
+
+def _as_text(item: Any, query: int, doc: int) -> str:
+    if not isinstance(item, str) or not item.strip():
+        raise ConfigError(f"document {doc} of query {query} must be a non-empty string "
+                          "(or a (text, score) pair).")
+    return item
 
 
 __all__ = ["PromptBuilder", "TemplateError"]

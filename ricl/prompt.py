@@ -32,6 +32,16 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class PlacedDocument:
+    """A supporting document chunk as placed in the prompt (``position`` 0 = first)."""
+
+    id: str
+    text: str
+    score: float
+    position: int
+
+
+@dataclass(frozen=True)
 class Prompt:
     text: str
     query: dict[str, str]
@@ -43,6 +53,7 @@ class Prompt:
     selector: str = ""
     retriever: str = ""
     answer_prefix: str = " "
+    documents: tuple[PlacedDocument, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property

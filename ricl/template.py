@@ -75,8 +75,10 @@ class Template:
     def render_query(self, fields: Mapping[str, str]) -> str:
         return self.query_prefix.format_map(_Strict(fields, self.text))
 
-    def join(self, demo_texts: list[str], query_text: str) -> str:
-        parts = ([self.instructions] if self.instructions else []) + demo_texts + [query_text]
+    def join(self, demo_texts: list[str], query_text: str, documents: str = "") -> str:
+        """Instructions, documents, demonstrations, query: in that order."""
+        parts = ([self.instructions] if self.instructions else []) + \
+            ([documents] if documents else []) + demo_texts + [query_text]
         return self.separator.join(parts)
 
 

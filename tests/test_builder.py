@@ -146,3 +146,36 @@ def test_save_load_round_trip_for_bm25_and_chroma(tmp_path, trec_corpus, tokeniz
         builder.save(tmp_path / retriever.replace(":", "-"))
         loaded = ricl.PromptBuilder.load(tmp_path / retriever.replace(":", "-"))
         assert [p.text for p in loaded.build_many(trec_queries[:8])] == before
+
+
+def test_documents_go_between_instructions_and_demos_within_the_budget(trec_corpus, dense,
+                                                                        tokenizer, trec):
+    passages = [" ".join(r["text"] for r in trec.pool[i:i + 12]) for i in range(0, 120, 12)]
+    builder = ricl.PromptBuilder(trec_corpus, retriever=dense, k=3, template=TEMPLATE,
+                                 tokenizer=tokenizer, max_tokens=400,
+                                 instructions="Classify the question.")
+    query = "Who painted the Mona Lisa ?"
+    prompt = builder.build(query, documents=passages)
+    assert prompt.token_count <= 400
+    assert prompt.text.startswith("Classify the question.\n\n")
+    first_demo = prompt.text.index(f"Question: {prompt.demos[0].fields['text']}")
+    for doc in prompt.documents:
+        assert prompt.text.index(doc.text) < first_demo
+    assert len(prompt.demos) == 3  # demos keep priority; documents fill what is left
+    assert any(d.id.startswith("document:") for d in prompt.dropped)
+    scores = [d.score for d in prompt.documents]
+    assert max(scores) in (scores[0], scores[-1])  # edges: the best at an end
+    kept = {d.id for d in prompt.documents}
+    left_out = [d.score for d in prompt.dropped if d.id.startswith("document:")]
+    assert max(left_out) <= min(scores)
+    assert len(kept) == len(prompt.documents)
+
+
+def test_scored_documents_keep_their_scores(trec_corpus, bm25, tokenizer):
+    builder = ricl.PromptBuilder(trec_corpus, retriever=bm25, k=1, template=TEMPLATE,
+                                 tokenizer=tokenizer)
+    prompt = builder.build("Who wrote Hamlet ?",
+                           documents=[("Hamlet is a play by Shakespeare.", 0.9),
+                                      ("Paris is in France.", 0.1),
+                                      ("Shakespeare was born in 1564.", 0.5)])
+    assert [d.score for d in prompt.documents] == [0.5, 0.1, 0.9]  # edges, best last
