@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--selectors", nargs="+", default=list(SELECTOR_NAMES), choices=SELECTOR_NAMES)
     demo.add_argument("--backend", default="chroma", choices=("chroma", "exact"))
     demo.add_argument("--workdir", help="where the index and results go (default: $RICL_HOME/demo)")
+
+    from eval.commands import add_commands as add_eval_commands
+
+    add_eval_commands(commands)
     return parser
 
 
@@ -102,6 +106,12 @@ def _suites(args) -> int:
     return 0
 
 
+def _eval(args) -> int:
+    from eval.commands import run
+
+    return run(args)
+
+
 def _demo(args) -> int:
     from eval.demo import main_args
 
@@ -112,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handler = {"index": _index, "prompt": _prompt, "suites": _suites, "demo": _demo}[args.command]
+    handler = {"index": _index, "prompt": _prompt, "suites": _suites, "demo": _demo,
+               "eval": _eval, "report": _eval}[args.command]
     try:
         return handler(args)
     except RiclError as exc:

@@ -1,0 +1,83 @@
+"""The `ricl eval` and `ricl report` commands; ``ricl.cli`` adds them with
+:func:`add_commands` and hands their parsed arguments to :func:`run`.
+
+    ricl eval --suite sst2 trec --retriever bm25 dense \\
+              --selector random similarity dpp mmr coverage votek -k 0 4 8 \\
+              --seeds 3 --n-test 200 --out runs/x [--calibrate]
+    ricl report runs/x/results.jsonl [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+SELECTOR_NAMES = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser(
+        "eval", help="run (or resume) an evaluation grid over suites, retrievers, selectors, k",
+        description="Every cell writes its row to OUT/results.jsonl and its predictions to "
+                    "OUT/predictions/; rerunning the same command skips finished cells.")
+    evaluate.add_argument("--suite", nargs="+", default=["trec"], help="packaged suite names")
+    evaluate.add_argument("--retriever", nargs="+", default=["bm25", "dense"],
+                          help="bm25 | dense | dense:chroma | a sentence-transformers model dir")
+    evaluate.add_argument("--selector", nargs="+", default=["similarity", "random"],
+                          choices=SELECTOR_NAMES)
+    evaluate.add_argument("-k", nargs="+", type=int, default=[0, 4, 8],
+                          help="demonstrations per prompt; 0 is zero-shot (run once per suite)")
+    evaluate.add_argument("--seeds", type=int, default=3,
+                          help="seeds 0..N-1 for the random selector (others are deterministic)")
+    evaluate.add_argument("--n-test", type=int, default=200)
+    evaluate.add_argument("--pool-size", type=int, default=5000)
+    evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the test/pool split")
+    evaluate.add_argument("--normalize", default="sum", choices=("sum", "mean"),
+                          help="label/choice log-prob: summed or per-token mean")
+    evaluate.add_argument("--calibrate", action="store_true",
+                          help="also report contextual calibration (classification)")
+    evaluate.add_argument("--out", required=True, help="run directory (results.jsonl, predictions/)")
+    evaluate.add_argument("--no-report", action="store_true",
+                          help="skip writing report.md and plots at the end")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    report = subparsers.add_parser("report", help="Markdown tables and PNG plots from results.jsonl")
+    report.add_argument("results", help="a results.jsonl written by `ricl eval`")
+    report.add_argument("--out", help="where report.md and the plots go (default: beside it)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed `eval` or `report` command; 0 on success."""
+    if args.command == "eval":
+        return _eval(args)
+    if args.command == "report":
+        return _report(args)
+    raise ValueError(f"eval.commands.run() does not handle {args.command!r}")
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from eval.grid import RESULTS, run_grid
+    from eval.report import write_report
+
+    rows = run_grid(args.suite, args.retriever, args.selector, args.k, args.seeds, args.n_test,
+                    args.out, calibrate=args.calibrate, progress=not args.quiet,
+                    pool_size=args.pool_size, split_seed=args.split_seed,
+                    normalize=args.normalize)
+    print(f"{len(rows)} cells in {Path(args.out) / RESULTS}")
+    for row in rows:
+        seed = "" if row.get("seed") is None else f" seed {row['seed']}"
+        k = "" if row.get("k") is None else f" k={row['k']}"
+        calibrated = (row.get("calibrated") or {}).get("accuracy")
+        cal = "" if calibrated is None else f"  (calibrated {calibrated:.3f})"
+        print(f"  {row['suite']:<8} {row['method']:<24}{k}{seed}: {row['metric']} "
+              f"{row['value']:.3f} ± {row['stderr']:.3f}{cal}")
+    if not args.no_report:
+        print(f"report: {write_report(Path(args.out) / RESULTS)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from eval.report import write_report
+
+    print(write_report(args.results, args.out))
+    return 0
