@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     from eval.commands import add_commands as add_eval_commands
 
     add_eval_commands(commands)
+    from training.commands import add_commands as add_training_commands
+
+    add_training_commands(commands)
     return parser
 
 
@@ -112,6 +115,12 @@ def _eval(args) -> int:
     return run(args)
 
 
+def _training(args) -> int:
+    from training.commands import run
+
+    return run(args)
+
+
 def _demo(args) -> int:
     from eval.demo import main_args
 
@@ -123,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     handler = {"index": _index, "prompt": _prompt, "suites": _suites, "demo": _demo,
-               "eval": _eval, "report": _eval}[args.command]
+               "eval": _eval, "report": _eval, "score": _training,
+               "train": _training}[args.command]
     try:
         return handler(args)
     except RiclError as exc:
