@@ -164,3 +164,16 @@ def test_missing_package_names_what_to_install(monkeypatch):
     monkeypatch.setitem(suites._SUITES, "missing", missing)
     with pytest.raises(MissingPackageError, match="pip install --no-deps ricl-no-such"):
         load_suite("missing")
+
+
+def test_leak_filter_drops_a_planted_containing_and_contained_pair_and_keeps_the_rest():
+    from eval.suites import _leaks
+
+    tests = ["a gripping , beautifully shot film", "the plot"]
+    candidates = [
+        "overall , a gripping , beautifully shot film that lingers",  # contains a test item
+        "beautifully shot",                                            # inside a test item
+        "a slow and tedious mess",                                     # unrelated
+        "the plotting was clever",                                     # not word-aligned
+    ]
+    assert _leaks(candidates, tests) == [True, True, False, False]
