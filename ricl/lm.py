@@ -242,7 +242,7 @@ class TransformersLM:
         computed once and reused by all its suffixes. Prefix, suffix and
         continuation are tokenized apart and their ids concatenated, so a prefix
         should end where the tokenizer cuts anyway, before a space and a word
-        (ricl's feedback scoring cuts ``"...\n\nQuestion:" | " How far ..."``);
+        (ricl's feedback scoring cuts ``"...\\n\\nQuestion:" | " How far ..."``);
         then the numbers equal ``score(prefix + suffix, continuation)``. They
         always equal ``score_ids(prefix_ids + suffix_ids, continuation_ids)``.
         ``on_scored(k)`` is called as each batch of k pairs is done.
@@ -310,7 +310,7 @@ class TransformersLM:
         return scores
 
     def _prefix_groups(self, prefix_ids: list[list[int]], pairs_of: dict[int, list[int]]) -> list[list[int]]:
-        """Prefixes in batches of similar length, each bounded in prefixes, pairs and padded tokens.
+        """Prefixes in groups of similar length, each bounded in pairs and in padded tokens.
 
         A group carries several suffix batches' worth of pairs, so sorting its
         pairs by suffix length leaves little padding.

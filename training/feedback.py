@@ -1,4 +1,4 @@
-"""LLM feedback on candidate demonstrations: which demos help the LM answer a training query.
+r"""LLM feedback on candidate demonstrations: which demos help the LM answer a training query.
 
 For each training query ``x`` with answer ``y``, a retriever proposes ``L``
 candidates ``d`` (never ``x`` itself) and the LM scores each one by
@@ -291,10 +291,6 @@ def score_candidates(
     retriever = make_retriever(retriever)
     if getattr(retriever, "corpus", None) is not corpus:
         retriever.index(corpus)
-    if lm is None:
-        from ricl.lm import TransformersLM
-
-        lm = TransformersLM(batch_size=batch_size)
     settings = {
         "version": FEEDBACK_VERSION,
         "corpus_fingerprint": corpus.fingerprint(),
@@ -314,6 +310,10 @@ def score_candidates(
     chunks = [order[start:start + chunk_size] for start in range(0, len(order), chunk_size)]
     todo = [chunk for chunk in chunks if any(queries[i].id not in out.done for i in chunk)]
     n_pairs = sum(len(rows_of[i]) + 1 for chunk in todo for i in chunk)
+    if lm is None and todo:
+        from ricl.lm import TransformersLM
+
+        lm = TransformersLM(batch_size=batch_size)
     bar = tqdm(total=n_pairs, unit="pair", desc="LM feedback", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
@@ -469,6 +469,10 @@ def _describe_retriever(spec: Any, retriever: Any) -> str:
 
 
 def _describe_lm(lm: Any) -> str:
+    if lm is None:
+        from ricl.models import DEFAULT_LM_NAME
+
+        return DEFAULT_LM_NAME
     model = getattr(lm, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", None)
     if name:
