@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from eval.metrics import knn_vote
 from eval.suites import load_suite
 from ricl.builder import PromptBuilder
 from ricl.data import Corpus
@@ -113,14 +113,9 @@ def run_demo(suite: str = "trec", k: int = 8, n_test: int = 200, pool_size: int 
 
 def _knn_vote(prompts, labels: Sequence[str], gold: np.ndarray, k: int) -> Row:
     """Majority label of the retrieved demos, no LM: how much of the gain is label copying."""
-    predictions = []
-    for prompt in prompts:
-        votes = Counter(demo.output for demo in prompt.demos)
-        best = max(votes.values()) if votes else 0
-        # ties go to the label of the most similar demo among the tied ones
-        tied = [d for d in sorted(prompt.demos, key=lambda d: -(d.score or 0)) if votes[d.output] == best]
-        predictions.append(labels.index(tied[0].output) if tied else 0)
-    accuracy = float((np.array(predictions) == gold).mean())
+    votes = [knn_vote(prompt.demos) for prompt in prompts]
+    predictions = np.array([labels.index(vote) if vote is not None else 0 for vote in votes])
+    accuracy = float((predictions == gold).mean())
     return Row(f"kNN label vote (dense top-{k}, no LM)", accuracy, len(prompts), 0.0, 0.0, False)
 
 

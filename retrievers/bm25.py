@@ -7,6 +7,7 @@ Kamphuis et al. (2020): "lucene" (default) or "robertson" (what
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -68,6 +69,7 @@ class BM25Retriever(RetrieverBase):
         self._bm25 = bm25s.BM25(k1=self.k1, b=self.b, method=self.method)
         self._bm25.index(tokens, show_progress=len(tokens) > 20_000)
         self._matrix = None
+        self.__dict__.pop("_idf", None)  # a new index has new document frequencies
         self._terms = _tfidf(tokens, self._bm25.vocab_dict)
         return self
 
@@ -127,8 +129,9 @@ class BM25Retriever(RetrieverBase):
     def row_terms(self, row: int) -> set[str]:
         return set(self.tokenize(self.corpus[int(row)].text))
 
-    @property
+    @functools.cached_property
     def _idf(self) -> np.ndarray:
+        """Lucene IDF per term, computed once per index (the coverage selector asks per query)."""
         df = np.bincount(self._terms.indices, minlength=self._terms.shape[1])
         n = self._terms.shape[0]
         return np.log(1.0 + (n - df + 0.5) / (df + 0.5))
