@@ -9,7 +9,6 @@ import math
 import pytest
 
 import ricl
-from retrievers import load_retriever
 from ricl.cli import main
 from ricl.errors import (BudgetError, ConfigError, CorpusError, IndexLoadError, ModelLoadError,
                          RiclError, TemplateError)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from eval import suites
-from eval.suites import (Suite, list_suites, load_suite, read_arrow_stream, read_oe_eval_docs,
+from eval.arrow import read_arrow_stream
+from eval.suites import (Suite, list_suites, load_suite, read_oe_eval_docs,
                          suite_info, suites_markdown)
 from ricl.errors import ConfigError, DataError, MissingPackageError
 from ricl.text import normalize
