@@ -34,6 +34,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the test/pool split")
     evaluate.add_argument("--normalize", default="sum", choices=("sum", "mean"),
                           help="label/choice log-prob: summed or per-token mean")
+    evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                          help="LM weights: float32 (exact) or bfloat16 (about 3x faster on "
+                               "CPUs with AMX/AVX-512 BF16)")
     evaluate.add_argument("--calibrate", action="store_true",
                           help="also report contextual calibration (classification)")
     evaluate.add_argument("--out", required=True, help="run directory (results.jsonl, predictions/)")
@@ -62,7 +65,7 @@ def _eval(args: argparse.Namespace) -> int:
     rows = run_grid(args.suite, args.retriever, args.selector, args.k, args.seeds, args.n_test,
                     args.out, calibrate=args.calibrate, progress=not args.quiet,
                     pool_size=args.pool_size, split_seed=args.split_seed,
-                    normalize=args.normalize)
+                    normalize=args.normalize, dtype=args.dtype)
     print(f"{len(rows)} cells in {Path(args.out) / RESULTS}")
     for row in rows:
         seed = "" if row.get("seed") is None else f" seed {row['seed']}"

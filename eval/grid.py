@@ -21,6 +21,7 @@ Each retriever is indexed once per suite and shared by every selector and k.
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import re
@@ -34,7 +35,7 @@ import numpy as np
 
 from eval import inference, metrics
 from ricl.errors import ConfigError
-from ricl.io import atomic_write_text
+from ricl.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +251,8 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
              selectors: Sequence[str], ks: Sequence[int], seeds: int | Sequence[int],
              n_test: int, out_dir: str | Path, lm: Any = None, calibrate: bool = False,
              progress: bool = True, *, pool_size: int | None = 5000, split_seed: int = 0,
-             normalize: str = "sum", max_new_tokens: int = 16) -> list[dict[str, Any]]:
+             normalize: str = "sum", max_new_tokens: int = 16,
+             dtype: str = "float32") -> list[dict[str, Any]]:
     """Run (or resume) a grid and return one row per cell, in plan order.
 
     ``suites``: names for :func:`eval.suites.load_suite` (split with ``n_test``,
@@ -259,7 +261,7 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     "dense:chroma", a model directory) or a dict ``{name: spec or zero-argument
     factory}``. ``selectors``: selector names. ``seeds``: a count (``3`` means
     0, 1, 2) or a list; only ``random`` uses them. ``lm``: an ``ricl.lm.LM``; None
-    loads the default ``TransformersLM`` when the first LM cell runs.
+    loads the default ``TransformersLM`` (in ``dtype``) when the first LM cell runs.
     ``calibrate``: also report contextual calibration (classification only).
 
     Rows go to ``out_dir/results.jsonl`` and predictions to ``out_dir/predictions/``.
@@ -291,7 +293,7 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     todo = sum(cell.key not in finished for cell in cells)
     log.info("grid: %d cells, %d already finished in %s", len(cells), len(cells) - todo, out_dir)
 
-    state = _GridState(lm=lm, max_new_tokens=max_new_tokens)
+    state = _GridState(lm=lm, max_new_tokens=max_new_tokens, dtype=dtype)
     by_suite = {run.name: run for run in runs}
     rows = []
     from tqdm.auto import tqdm
@@ -305,6 +307,9 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
         started = time.perf_counter()
         row, predictions = _run_cell(cell, run, state)
         row["seconds"] = round(time.perf_counter() - started, 3)
+        if cell.uses_lm:
+            weights = getattr(getattr(state.lm, "model", None), "dtype", None)
+            row["lm_dtype"] = None if weights is None else str(weights).removeprefix("torch.")
         _write_cell(out_dir, cell, row, predictions)
         log.info("%s %s k=%s seed=%s: %s %.3f (%.1fs)", cell.suite, cell.method, cell.k,
                  cell.seed, row["metric"], row["value"], row["seconds"])
@@ -316,13 +321,14 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
 class _GridState:
     lm: Any
     max_new_tokens: int
+    dtype: str = "float32"
     similarity_prompts: tuple[tuple, list] | None = None  # reused by the kNN vote
 
     def get_lm(self):
         if self.lm is None:
             from ricl.lm import TransformersLM
 
-            self.lm = TransformersLM()
+            self.lm = TransformersLM(dtype=self.dtype)
         return self.lm
 
 
@@ -368,7 +374,7 @@ def _prompts(cell: Cell, run: _SuiteRun, state: _GridState):
 def _base_row(cell: Cell, run: _SuiteRun, metric: str, n: int) -> dict[str, Any]:
     row = {name: getattr(cell, name) for name in KEY_FIELDS}
     row.update(method=cell.method, task=run.task, metric=metric, uses_lm=cell.uses_lm, n=n,
-               predictions=f"{PREDICTIONS}/{cell.name}.jsonl")
+               predictions=f"{PREDICTIONS}/{cell.name}.jsonl.gz")
     return row
 
 
@@ -494,12 +500,15 @@ def _mean_tokens(prompts) -> float:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (from a crash mid-write) is skipped."""
+    """Rows of a JSONL file (gzipped when it ends in .gz); a torn last line (from a crash
+    mid-write) is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
+    data = path.read_bytes()
+    text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -522,7 +531,9 @@ def _finished_rows(out_dir: Path) -> dict[tuple, dict[str, Any]]:
 def _write_cell(out_dir: Path, cell: Cell, row: dict[str, Any], predictions: list[dict]) -> None:
     """Predictions first, then the row: a crash in between leaves a cell that reruns."""
     text = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
-    atomic_write_text(out_dir / row["predictions"], text)
+    # Predictions are gzipped (mtime=0: the same cell gives the same bytes): a
+    # published run's predictions stay small enough to commit beside its table.
+    atomic_write_bytes(out_dir / row["predictions"], gzip.compress(text.encode("utf-8"), mtime=0))
     kept = [r for r in read_jsonl(out_dir / RESULTS) if row_key(r) != cell.key]
     lines = [json.dumps(r, ensure_ascii=False) for r in kept + [row]]
     atomic_write_text(out_dir / RESULTS, "\n".join(lines) + "\n")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ricl.errors import MissingPackageError, ModelLoadError
+from ricl.errors import ConfigError, MissingPackageError, ModelLoadError
 
 # Set before transformers or huggingface_hub is imported anywhere through ricl:
 # both read these once, at import time. A user who set them keeps their choice.
@@ -47,7 +47,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # models are only ever used for inference, so sharing them is safe.
 _LOCK = threading.RLock()
 _EMBEDDERS: dict[str, Any] = {}
-_CAUSAL_LMS: dict[str, Any] = {}
+_CAUSAL_LMS: dict[tuple[str, str], Any] = {}
 _TOKENIZERS: dict[str, Any] = {}
 
 
@@ -199,14 +199,22 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None) -> tuple[Any, Any]:
-    """A causal language model and its tokenizer, in eval mode on the CPU, in float32.
+DTYPES = ("float32", "bfloat16")
+
+
+def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None,
+                   dtype: str = "float32") -> tuple[Any, Any]:
+    """A causal language model and its tokenizer, in eval mode on the CPU.
 
     ``None`` loads the default SmolLM2-135M-Instruct (converting it once, see
     ``default_lm_dir``); a str or Path names a local transformers directory
     written by ``save_pretrained``; a ``(model, tokenizer)`` pair is used as is.
-    Loaded models are cached per path for the life of the process.
+    ``dtype``: ``"float32"`` (exact) or ``"bfloat16"`` (about 3x faster on CPUs with
+    AMX or AVX-512 BF16, with log-probabilities that differ in the second decimal).
+    Loaded models are cached per path and dtype for the life of the process.
     """
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: choose one of {DTYPES}.")
     if isinstance(model, tuple):
         if len(model) != 2:
             raise ModelLoadError("Pass a causal LM as a (model, tokenizer) pair.")
@@ -216,19 +224,20 @@ def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None) -> tuple[A
     path = _lm_dir(model)
     key = str(path.resolve())
     with _LOCK:
-        if key not in _CAUSAL_LMS:
+        if (key, dtype) not in _CAUSAL_LMS:
             import torch
             from transformers import AutoModelForCausalLM
 
             try:
-                lm = AutoModelForCausalLM.from_pretrained(key, dtype=torch.float32, local_files_only=True)
+                lm = AutoModelForCausalLM.from_pretrained(key, dtype=getattr(torch, dtype),
+                                                          local_files_only=True)
             except Exception as error:
                 raise ModelLoadError(
                     f"Could not load a causal language model from {key}: {error}. "
                     "Pass a directory written by save_pretrained(), or None for the default SmolLM2-135M."
                 ) from error
-            _CAUSAL_LMS[key] = lm.eval()
-        return _CAUSAL_LMS[key], load_tokenizer(path)
+            _CAUSAL_LMS[key, dtype] = lm.eval()
+        return _CAUSAL_LMS[key, dtype], load_tokenizer(path)
 
 
 def load_tokenizer(model: str | Path | tuple[Any, Any] | None = None) -> Any:

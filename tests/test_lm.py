@@ -114,3 +114,20 @@ def test_bad_arguments_are_config_errors(lm):
         lm.score_choices("a prompt", [" b"])
     with pytest.raises(ConfigError, match="empty"):
         lm.score_choices(["a"], [" b", ""])
+
+
+def test_bfloat16_is_a_rounding_of_float32_not_another_model(lm):
+    """bfloat16 weights move log-probs by rounding only: same shapes, close values,
+    the same best label on clear-cut prompts; float32 stays the default."""
+    fast = TransformersLM(batch_size=4, dtype="bfloat16")
+    assert fast.model.dtype == torch.bfloat16 and lm.model.dtype == torch.float32
+    assert TransformersLM(batch_size=4).model is lm.model  # the float32 copy is shared
+    choices = [" positive", " negative", " a city", " business"]
+    exact, rounded = lm.score_choices(PROMPTS, choices), fast.score_choices(PROMPTS, choices)
+    assert rounded.shape == exact.shape and np.all(np.isfinite(rounded))
+    assert np.abs(rounded - exact).max() < 0.5
+    assert np.array_equal(rounded[[0, 4]].argmax(1), exact[[0, 4]].argmax(1))
+    # Within the bfloat16 model, the fast paths still match its own naive computation.
+    assert np.allclose(rounded, naive_matrix(fast, PROMPTS, choices), atol=0.05)
+    with pytest.raises(ConfigError, match="dtype"):
+        TransformersLM(dtype="float16")

@@ -246,6 +246,7 @@ def score_candidates(
     chunk_size: int = 512,
     resume: bool = True,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> Path:
     """Score every query's retrieved candidates with the LM and write the feedback file.
 
@@ -261,7 +262,8 @@ def score_candidates(
         retriever: "bm25", "dense", a model directory, or a Retriever (indexed
             on ``corpus`` here unless it already is).
         n_candidates: L, candidates per query.
-        lm: any ``ricl.LM``; None loads the default TransformersLM.
+        lm: any ``ricl.LM``; None loads the default TransformersLM in ``dtype``
+            (``"float32"`` or ``"bfloat16"``, about 3x faster on CPUs with AMX).
         batch_size: rows per forward pass of the default LM.
         chunk_size: queries per durable chunk. Candidate KV caches are shared
             within a chunk only, so queries are ordered to keep those that share
@@ -280,6 +282,10 @@ def score_candidates(
                         ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name}={value!r}: must be a positive integer.")
+    from ricl.models import DTYPES
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: choose one of {DTYPES}.")
     if n_candidates > len(corpus):
         raise ConfigError(f"n_candidates={n_candidates} is larger than the corpus ({len(corpus)} "
                           "examples). Ask for fewer candidates.")
@@ -299,7 +305,7 @@ def score_candidates(
         "template": template.text,
         "separator": template.separator,
         "instructions": template.instructions,
-        "lm": _describe_lm(lm),
+        "lm": _describe_lm(lm, dtype),
         "signal": "log p(answer | demo + separator + query)",
         "shared_prefix_ends_with": query_head(template),
     }
@@ -313,7 +319,7 @@ def score_candidates(
     if lm is None and todo:
         from ricl.lm import TransformersLM
 
-        lm = TransformersLM(batch_size=batch_size)
+        lm = TransformersLM(batch_size=batch_size, dtype=dtype)
     bar = tqdm(total=n_pairs, unit="pair", desc="LM feedback", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
@@ -468,13 +474,16 @@ def _describe_retriever(spec: Any, retriever: Any) -> str:
     return f"{retriever.kind}:{model}" if isinstance(model, (str, Path)) else str(retriever.kind)
 
 
-def _describe_lm(lm: Any) -> str:
+def _describe_lm(lm: Any, dtype: str = "float32") -> str:
     if lm is None:
         from ricl.models import DEFAULT_LM_NAME
 
-        return DEFAULT_LM_NAME
+        return DEFAULT_LM_NAME if dtype == "float32" else f"{DEFAULT_LM_NAME} ({dtype})"
     model = getattr(lm, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", None)
-    if name:
-        return Path(str(name)).name or str(name)
-    return type(lm).__name__
+    if not name:
+        return type(lm).__name__
+    name = Path(str(name)).name or str(name)
+    dtype = str(getattr(model, "dtype", "torch.float32")).removeprefix("torch.")
+    # A bfloat16 model gives other numbers: its feedback must not resume a float32 file.
+    return name if dtype == "float32" else f"{name} ({dtype})"
