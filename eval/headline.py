@@ -1,0 +1,56 @@
+"""The headline table: one fixed, resumable grid over eight suites.
+
+    python -m eval.headline [--out eval/results/headline] [--suite trec agnews ...]
+
+Rows per suite: zero-shot, random (3 seeds), BM25 similarity, dense similarity,
+dense DPP, dense MMR, dense coverage, dense VoteK, plus the LM-free baselines the
+grid adds for classification (majority label, kNN vote). k = 8, 200 test items, the
+default LM (in bfloat16) and embedder. Every cell is written as it finishes, so an interrupted
+run resumes where it stopped; the report (Markdown and PNG) is rewritten at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+SUITES = ("trec", "agnews", "sst2", "csqa", "arc-easy", "nq-open", "rte", "boolq")
+DENSE_SELECTORS = ("random", "similarity", "dpp", "mmr", "coverage", "votek")
+K = 8
+SEEDS = 3
+N_TEST = 200
+# bfloat16 runs about 3x faster here (AMX); eval.bench_inference measures what it changes.
+DTYPE = "bfloat16"
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "headline"
+
+
+def run(suites=SUITES, out_dir: str | Path = DEFAULT_OUT, n_test: int = N_TEST,
+        progress: bool = True) -> Path:
+    """Run (or resume) the headline grid suite by suite; return the report path."""
+    from eval.grid import run_grid
+    from eval.report import write_report
+    from ricl.lm import TransformersLM
+
+    lm = TransformersLM(dtype=DTYPE)
+    for suite in suites:
+        run_grid([suite], ["dense"], list(DENSE_SELECTORS), [0, K], SEEDS, n_test, out_dir,
+                 lm=lm, progress=progress)
+        run_grid([suite], ["bm25"], ["similarity"], [K], SEEDS, n_test, out_dir, lm=lm,
+                 progress=progress)
+    return write_report(Path(out_dir) / "results.jsonl")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", nargs="+", default=list(SUITES))
+    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--n-test", type=int, default=N_TEST)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    print(run(args.suite, args.out, args.n_test, progress=not args.quiet))
+
+
+if __name__ == "__main__":
+    main()
