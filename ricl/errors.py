@@ -58,3 +58,12 @@ class DataError(RiclError, ValueError):
 
 class ServerUnavailableError(RiclError, ConnectionError):
     """A server backend (Chroma, an LM server) could not be reached after bounded retries."""
+
+
+class ServerResponseError(RiclError, RuntimeError):
+    """An LM server answered, but not with what ricl needs: an error status, no prompt
+    log-probs, bad JSON. ``status`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,463 @@
+"""``LM`` over an OpenAI-compatible completion server that returns prompt log-probs.
+
+Works with llama-cpp-python's server (``python -m llama_cpp.server --model M.gguf
+--logits_all true``) and vLLM (``vllm serve MODEL``); the C++ ``llama-server``
+of llama.cpp returns log-probs for generated tokens only, so it can generate
+but not score (you get a ``ServerResponseError`` that says so).
+
+The client is the standard library (``urllib``, ``json``): it needs neither the
+``openai`` package nor llama-cpp-python.
+
+How a continuation is scored: one request per (prompt, continuation) with
+``echo=true, logprobs=1, max_tokens=1`` on the joined text (``max_tokens=0``
+would be the natural ask, but llama-cpp-python reads 0 as "no limit"). The
+server answers with every token of the text, its log-probability and its
+character offset (``logprobs.tokens / token_logprobs / text_offset``; a vLLM
+response that carries ``prompt_logprobs`` instead is read too). The score is
+the sum over the continuation's tokens: those that start at or after
+``len(prompt)``, plus a token that starts inside the prompt and ends inside the
+continuation. Such a token exists when the tokenizer merges across the
+boundary (a prompt ending in a space, a continuation starting with a letter);
+it is counted whole, so its log-probability also covers the prompt's last
+characters, because the server has no token that holds only the continuation's
+part. ``TransformersLM`` tokenizes the two apart instead; both agree when the
+prompt ends where the tokenizer cuts anyway, which ricl's templates arrange
+(``"...Answer type:"`` then ``" location"``).
+
+llama-cpp-python's server: a model whose GGUF adds no start token (SmolLM2,
+Qwen2) gets echoed log-probs shifted by one token in llama-cpp-python 0.3.36,
+each token scored from the distribution after itself, and no client can undo
+that. Make the server add a start token, which it handles right; for SmolLM2,
+``--kv_overrides tokenizer.ggml.add_bos_token=bool:true
+tokenizer.ggml.bos_token_id=int:0`` (its ``<|endoftext|>``). Scores then
+condition on that token too. The server also sorts the whole vocabulary in
+Python for every echoed token (about 40 ms a token on one core here): it is a
+reference to test against, not a way to scale; vLLM is.
+
+Requests run on a small thread pool; a server that batches (vLLM) joins them,
+one that serializes (llama-cpp-python) queues them. Connection failures are
+retried on a short, bounded schedule, then raise ``ServerUnavailableError``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ricl.errors import ConfigError, ServerResponseError, ServerUnavailableError
+from ricl.lm import Normalize, _cut_at_stop, _text_list
+
+log = logging.getLogger(__name__)
+
+# The same bounded schedule as retrievers.chroma_store: a few tries, never a hang.
+RETRY_DELAYS = (0.5, 1.0, 2.0)
+RETRY_STATUSES = frozenset({502, 503, 504})  # a proxy with no backend yet, a model still loading
+# llama-cpp-python's server adds a repeat penalty of 1.1 unless told otherwise; greedy means none.
+GREEDY = {"temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0}
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+class OpenAICompletionsLM:
+    """``ricl.LM`` over an OpenAI-compatible ``/v1/completions`` server (vLLM, llama-cpp-python).
+
+    Args:
+        base_url: the API root, e.g. ``"http://127.0.0.1:8080/v1"``.
+        model: the served model's name; ``None`` asks the server (``GET /models``,
+            first entry) on first use.
+        api_key: sent as ``Authorization: Bearer ...`` when given.
+        timeout: seconds to wait for one response. A request that times out is
+            not retried (the server is busy, not gone): raise it for long prompts
+            on a slow server.
+        max_concurrency: requests in flight at once.
+        retry_delays: seconds slept between tries when the server cannot be
+            reached (or answers 502/503/504); one try more than delays.
+        tokenizer: optional local Hugging Face tokenizer of the served model
+            (e.g. ``ricl.models.load_tokenizer()`` for the default SmolLM2).
+            ``count_tokens`` then runs locally, without a request per text;
+            without it, ``count_tokens`` asks the server (vLLM ``/tokenize``,
+            llama-cpp-python ``/extras/tokenize``).
+        extra_body: fields merged into every request body, e.g. vLLM sampling
+            extensions; a ``None`` value removes a field ricl would send (such as
+            ``"repeat_penalty"``, which llama-cpp-python needs for plain greedy
+            decoding and vLLM ignores with a warning).
+        progress: show a tqdm bar over requests.
+
+    Nothing is sent until the first call.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        max_concurrency: int = 4,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+        tokenizer: Any = None,
+        extra_body: Mapping[str, Any] | None = None,
+        progress: bool = False,
+    ):
+        parsed = urlparse(base_url) if isinstance(base_url, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ConfigError(f"base_url={base_url!r} is not an http(s) URL; write the API root, "
+                              "e.g. 'http://127.0.0.1:8080/v1'.")
+        if not timeout > 0:
+            raise ConfigError(f"timeout must be positive, got {timeout}.")
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be a positive integer, got {max_concurrency!r}.")
+        if any(not d >= 0 for d in retry_delays):
+            raise ConfigError(f"retry_delays must be non-negative seconds, got {list(retry_delays)}.")
+        self.base_url = base_url.rstrip("/")
+        self._root = self.base_url.removesuffix("/v1")  # where /tokenize and /extras/tokenize live
+        self.model = model
+        self.api_key = api_key
+        self.timeout = float(timeout)
+        self.max_concurrency = max_concurrency
+        self.retry_delays = tuple(float(d) for d in retry_delays)
+        self.tokenizer = tokenizer
+        self.extra_body = dict(extra_body or {})
+        self.progress = progress
+        self._tokenize_route: str | None = None
+
+    def __repr__(self) -> str:
+        return f"OpenAICompletionsLM(base_url={self.base_url!r}, model={self.model!r})"
+
+    # ------------------------------------------------------------------ protocol
+
+    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
+        """``log p(continuations[i] | prompts[i])``, shape (n,); see the module docstring for the boundary."""
+        return self._score_pairs(prompts, continuations)[0]
+
+    def score_choices(
+        self, prompts: Sequence[str], choices: Sequence[str], normalize: Normalize = "sum"
+    ) -> np.ndarray:
+        """Every choice after every prompt, shape (n_prompts, n_choices); ``"mean"`` divides by the
+        number of tokens each choice was scored over."""
+        prompts = _text_list(prompts, "prompts")
+        choices = _text_list(choices, "choices")
+        if normalize not in ("sum", "mean"):
+            raise ConfigError(f"normalize must be 'sum' or 'mean', got {normalize!r}.")
+        if not choices:
+            raise ConfigError("score_choices() needs at least one choice.")
+        if any(not c for c in choices):
+            raise ConfigError(f"Choices must not be empty strings: {choices!r}.")
+        # Prompt-major order: consecutive requests share a prompt, which llama-cpp-python
+        # reuses from its KV cache.
+        sums, counts = self._score_pairs([p for p in prompts for _ in choices], choices * len(prompts))
+        scores = sums.reshape(len(prompts), len(choices))
+        if normalize == "mean":
+            scores = scores / np.maximum(counts.reshape(scores.shape), 1)
+        return scores
+
+    def generate(
+        self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
+    ) -> list[str]:
+        """Greedy (temperature 0) continuations, each cut before the first stop string."""
+        prompts = _text_list(prompts, "prompts")
+        if max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be at least 0, got {max_new_tokens}.")
+        stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        if max_new_tokens == 0:  # llama-cpp-python would read max_tokens=0 as "no limit"
+            return [""] * len(prompts)
+
+        def one(prompt: str) -> str:
+            body = {"prompt": prompt, "max_tokens": int(max_new_tokens), **GREEDY}
+            if stop:
+                body["stop"] = stop
+            choice = self._first_choice(self._post("/completions", body))
+            text = choice.get("text")
+            if not isinstance(text, str):
+                raise ServerResponseError(f"{self.base_url}/completions returned a choice without text.")
+            return _cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
+
+        return self._map(one, prompts)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens per text as the server tokenizes a prompt (or the local ``tokenizer``, if given)."""
+        texts = _text_list(texts, "texts")
+        if not texts:
+            return []
+        if self.tokenizer is not None:
+            return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
+        return self._map(self._count_on_server, texts)
+
+    # ------------------------------------------------------------------ scoring
+
+    def _score_pairs(self, prompts: Sequence[str],
+                     continuations: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Summed log-probs and token counts of each pair; identical pairs are sent once."""
+        prompts = _text_list(prompts, "prompts")
+        continuations = _text_list(continuations, "continuations")
+        if len(prompts) != len(continuations):
+            raise ConfigError(
+                f"score() pairs prompts with continuations: got {len(prompts)} prompts "
+                f"and {len(continuations)} continuations."
+            )
+        if any(c and not p for p, c in zip(prompts, continuations)):
+            raise ConfigError("A server cannot score a continuation after an empty prompt: the first "
+                              "token of a text gets no log-probability. Give every prompt some text.")
+        pairs = list(zip(prompts, continuations))
+        todo = [pair for pair in dict.fromkeys(pairs) if pair[1]]
+        results = dict(zip(todo, self._map(lambda pair: self._score_one(*pair), todo)))
+        sums = np.array([results[pair][0] if pair[1] else 0.0 for pair in pairs], dtype=float)
+        counts = np.array([results[pair][1] if pair[1] else 0 for pair in pairs], dtype=float)
+        return sums, counts
+
+    def _score_one(self, prompt: str, continuation: str) -> tuple[float, int]:
+        text = prompt + continuation
+        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
+        choice = self._first_choice(self._post("/completions", body))
+        logprobs = continuation_logprobs(choice, len(prompt), text)
+        if logprobs is None:
+            raise ServerResponseError(
+                f"{self.base_url}/completions returned no log-probabilities for the prompt's tokens, "
+                "only (if any) for generated ones, so it cannot score a continuation. The server must "
+                "support echo=true with logprobs: start llama-cpp-python's server with "
+                "`--logits_all true`, or use vLLM; llama.cpp's own llama-server does not support it."
+            )
+        if any(lp is None for lp in logprobs):
+            raise ServerResponseError("The server gave the continuation's first token no log-probability "
+                                      "(it is the text's first token). Give the prompt some text.")
+        return float(sum(logprobs)), len(logprobs)
+
+    # ------------------------------------------------------------------ tokens
+
+    def _count_on_server(self, text: str) -> int:
+        routes = [self._tokenize_route] if self._tokenize_route else ["/tokenize", "/extras/tokenize"]
+        for route in routes:
+            body = {"prompt": text} if route == "/tokenize" else {"input": text}
+            try:
+                answer = self._post(route, body, root=True)
+            except ServerResponseError as error:
+                if error.status in (404, 405) and not self._tokenize_route:
+                    continue
+                raise
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
+            if not isinstance(tokens, list):
+                raise ServerResponseError(f"{self._root}{route} returned no token list.")
+            self._tokenize_route = route
+            return len(tokens)
+        raise ServerResponseError(
+            f"The server at {self._root} has no tokenize endpoint (tried /tokenize and /extras/tokenize), "
+            "so it cannot count tokens. Pass the served model's tokenizer: "
+            "OpenAICompletionsLM(..., tokenizer=ricl.models.load_tokenizer(PATH_OR_NONE))."
+        )
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _model_name(self) -> str:
+        if self.model is None:
+            answer = self._request("GET", f"{self.base_url}/models", None)
+            data = answer.get("data") if isinstance(answer, dict) else None
+            if not data or not isinstance(data[0], dict) or "id" not in data[0]:
+                raise ServerResponseError(f"{self.base_url}/models lists no model; pass model=NAME.")
+            self.model = str(data[0]["id"])
+            log.info("Using the served model %r at %s.", self.model, self.base_url)
+        return self.model
+
+    def _post(self, route: str, body: dict[str, Any], root: bool = False) -> Any:
+        body = {"model": self._model_name(), **body, **self.extra_body}
+        body = {key: value for key, value in body.items() if value is not None}
+        return self._request("POST", f"{self._root if root else self.base_url}{route}", body)
+
+    def _request(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return with_retries(lambda: _send(urllib.request.Request(url, data, headers, method=method),
+                                          self.timeout),
+                            self.retry_delays, what=f"{method} {url}")
+
+    @staticmethod
+    def _first_choice(answer: Any) -> dict[str, Any]:
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not choices or not isinstance(choices[0], dict):
+            raise ServerResponseError(f"The server's completion holds no choices: {str(answer)[:200]}")
+        return choices[0]
+
+    def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        """``[fn(x) for x in items]`` on up to ``max_concurrency`` threads, in order.
+
+        The first error cancels the requests not yet started and is raised.
+        """
+        if items:
+            self._model_name()  # once, before the threads start
+        bar = tqdm(total=len(items), unit="req", disable=not self.progress, dynamic_ncols=True)
+        try:
+            if len(items) <= 1 or self.max_concurrency == 1:
+                out = []
+                for item in items:
+                    out.append(fn(item))
+                    bar.update()
+                return out
+            pool = ThreadPoolExecutor(min(self.max_concurrency, len(items)), thread_name_prefix="ricl-lm")
+            try:
+                out = []
+                for result in pool.map(fn, items):
+                    out.append(result)
+                    bar.update()
+                return out
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            bar.close()
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def continuation_logprobs(choice: Mapping[str, Any], prompt_chars: int,
+                          text: str) -> list[float | None] | None:
+    """Log-probs of the tokens of ``text[prompt_chars:]`` in one completion choice of an echo request.
+
+    Reads the OpenAI echo shape (``logprobs.tokens / token_logprobs /
+    text_offset``, llama-cpp-python and vLLM) or vLLM's ``prompt_logprobs``
+    list. Returns ``None`` when the choice holds neither for the prompt's
+    tokens (a server that reports generated tokens only).
+    """
+    echoed = _from_echo(choice.get("logprobs"), prompt_chars, text)
+    if echoed is not None:
+        return echoed
+    return _from_prompt_logprobs(choice.get("prompt_logprobs"), choice.get("prompt_token_ids"),
+                                 prompt_chars, text)
+
+
+def _from_echo(logprobs: Any, prompt_chars: int, text: str) -> list[float | None] | None:
+    if not isinstance(logprobs, Mapping):
+        return None
+    tokens, values, offsets = (logprobs.get(k) for k in ("tokens", "token_logprobs", "text_offset"))
+    if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)):
+        return None
+    if not tokens or not len(tokens) == len(values) == len(offsets):
+        return None
+    # vLLM echoes a start token as text ("<s>") that the prompt does not hold, and counts it
+    # in the offsets: measure them from where the text begins among the echoed tokens.
+    joined = "".join(t if isinstance(t, str) else "" for t in tokens)
+    if len(joined) < len(text):
+        return None  # generated tokens only: the prompt was not echoed
+    shift = max(joined.find(text), 0)
+    starts = [int(o) - shift for o in offsets]
+    ends = starts[1:] + [starts[-1] + len(tokens[-1] or "")]
+    # Without echo, every token starts at or after the text's end and nothing is inside.
+    return _inside(starts, ends, values, prompt_chars, len(text)) or None
+
+
+def _from_prompt_logprobs(entries: Any, token_ids: Any, prompt_chars: int,
+                          text: str) -> list[float | None] | None:
+    """vLLM's ``prompt_logprobs``: per prompt token ``None`` (the first) or ``{token_id: {logprob,
+    rank, decoded_token}}`` holding the prompt's own token, plus the top-k when k > 0."""
+    if not isinstance(entries, list) or len(entries) < 2:
+        return None
+    ids = token_ids if isinstance(token_ids, list) and len(token_ids) == len(entries) else None
+    chosen: list[tuple[float, str] | None] = []
+    for i, entry in enumerate(entries):
+        if entry is None:
+            chosen.append(None)
+            continue
+        if not isinstance(entry, Mapping) or not entry:
+            return None
+        # Which entry is the prompt's own token: the one named by prompt_token_ids, or the
+        # only one (prompt_logprobs=0); with top-k and no ids it cannot be told.
+        if ids is not None:
+            own = entry.get(str(ids[i]), entry.get(ids[i]))
+        else:
+            own = next(iter(entry.values())) if len(entry) == 1 else None
+        if not isinstance(own, Mapping) or "logprob" not in own:
+            return None
+        chosen.append((float(own["logprob"]), str(own.get("decoded_token") or "")))
+    # Place tokens from the end (the text's last token ends at len(text)): a start token
+    # without text, or None, may open the list.
+    starts, ends, values, end = [], [], [], len(text)
+    for item in reversed(chosen):
+        piece = item[1] if item is not None else text[:end]
+        starts.append(end - len(piece))
+        ends.append(end)
+        values.append(item[0] if item is not None else None)
+        end -= len(piece)
+    return _inside(starts[::-1], ends[::-1], values[::-1], prompt_chars, len(text))
+
+
+def _inside(starts: list[int], ends: list[int], values: list[Any], prompt_chars: int,
+            text_chars: int) -> list[float | None]:
+    """Values of tokens that overlap ``[prompt_chars, text_chars)``, generated tokens excluded."""
+    return [None if v is None else float(v) for s, e, v in zip(starts, ends, values)
+            if s < text_chars and (s >= prompt_chars or e > prompt_chars)]
+
+
+# --------------------------------------------------------------------------- transport
+
+
+def _send(request: urllib.request.Request, timeout: float) -> Any:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as error:
+        raise ServerResponseError(_http_message(request, error), status=error.code) from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ServerResponseError(f"{request.full_url} did not answer JSON: {raw[:200]!r}") from None
+
+
+def _http_message(request: urllib.request.Request, error: urllib.error.HTTPError) -> str:
+    try:
+        detail = error.read().decode("utf-8", "replace")
+        parsed = json.loads(detail)
+        if isinstance(parsed, dict):
+            inner = parsed.get("error", parsed.get("detail", parsed))
+            detail = inner.get("message", str(inner)) if isinstance(inner, dict) else str(inner)
+    except Exception:  # noqa: BLE001 - the status alone still says something
+        detail = error.reason
+    message = f"{request.get_method()} {request.full_url} answered HTTP {error.code}: {str(detail)[:500]}"
+    if "logits_all" in str(detail) or "logprobs" in str(detail).lower():
+        message += (" The server must return prompt log-probs: start llama-cpp-python's server with "
+                    "`--logits_all true`, or use vLLM.")
+    if error.code in (401, 403):
+        message += " Pass the server's key as api_key=."
+    return message
+
+
+def with_retries(action: Callable[[], _R], delays: Sequence[float], what: str) -> _R:
+    """``action()``, tried again after each delay while the server cannot be reached.
+
+    A refused or dropped connection, and a 502/503/504 answer, are retried; once
+    the delays run out they become ``ServerUnavailableError``. A timeout is not
+    retried (the server is there, only slow) and raises at once. Other errors pass.
+    """
+    for attempt, delay in enumerate((*delays, None), start=1):
+        try:
+            return action()
+        except ServerResponseError as error:
+            if error.status not in RETRY_STATUSES:
+                raise
+            reason: BaseException = error
+        except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
+            reason = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
+            if isinstance(reason, TimeoutError):
+                raise ServerUnavailableError(
+                    f"{what} did not answer in time ({reason}). The server is up but slow or overloaded: "
+                    "raise timeout=, lower max_concurrency=, or send shorter prompts."
+                ) from None
+        if delay is None:
+            raise ServerUnavailableError(
+                f"Could not reach the LM server for {what} after {attempt} tries ({reason}). Start it, "
+                "for instance `python -m llama_cpp.server --model MODEL.gguf --logits_all true --port PORT` "
+                "or `vllm serve MODEL --port PORT`, and pass base_url='http://HOST:PORT/v1'."
+            ) from None
+        log.warning("LM server unreachable for %s (%s); retrying in %.1fs", what, reason, delay)
+        time.sleep(delay)
+    raise AssertionError("unreachable")
