@@ -14,6 +14,11 @@ from typing import Any
 from ricl.errors import BudgetError, ConfigError
 
 STRATEGIES = ("edges", "front", "back", "given")
+# The default LM uses what sits at the end of a long context best: in the position study
+# (eval/results/position/position.md, SQuAD, 10 paragraphs) the gold paragraph last beats
+# it first by 0.53 nats per answer token (paired s.e. 0.10), while first beats third by
+# only 0.10. Fitted to that curve, edges leans to the end: bias 0.7.
+DEFAULT_BIAS = 0.7
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ class LongContextChunker:
     """
 
     def __init__(self, chunk_tokens: int = 256, overlap: int = 32, tokenizer: Any = None,
-                 strategy: str = "edges", bias: float = 0.5, separator: str = "\n\n"):
+                 strategy: str = "edges", bias: float = DEFAULT_BIAS, separator: str = "\n\n"):
         if chunk_tokens <= 0 or overlap < 0 or overlap >= chunk_tokens:
             raise ConfigError(f"chunk_tokens={chunk_tokens}, overlap={overlap}: need "
                               "chunk_tokens > overlap >= 0.")

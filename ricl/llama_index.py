@@ -10,7 +10,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from ricl.chunker import LongContextChunker
+from ricl.chunker import DEFAULT_BIAS, LongContextChunker
 
 
 class RiclRetriever(BaseRetriever):
@@ -50,7 +50,7 @@ class EdgesPlacement(BaseNodePostprocessor):
     """
 
     strategy: str = Field(default="edges")
-    bias: float = Field(default=0.5)
+    bias: float = Field(default=DEFAULT_BIAS)
     budget_tokens: int | None = Field(default=None)
     _chunker: LongContextChunker = PrivateAttr()
 

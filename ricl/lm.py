@@ -115,13 +115,7 @@ class TransformersLM:
         return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-        prompts = _text_list(prompts, "prompts")
-        continuations = _text_list(continuations, "continuations")
-        if len(prompts) != len(continuations):
-            raise ConfigError(
-                f"score() pairs prompts with continuations: got {len(prompts)} prompts "
-                f"and {len(continuations)} continuations."
-            )
+        prompts, continuations = pair_args(prompts, continuations)
         return self.score_ids(self._encode_prompts(prompts), self._encode(continuations))
 
     def score_choices(
@@ -129,12 +123,7 @@ class TransformersLM:
     ) -> np.ndarray:
         import torch
 
-        prompts = _text_list(prompts, "prompts")
-        choices = _text_list(choices, "choices")
-        if normalize not in ("sum", "mean"):
-            raise ConfigError(f"normalize must be 'sum' or 'mean', got {normalize!r}.")
-        if not choices:
-            raise ConfigError("score_choices() needs at least one choice.")
+        prompts, choices = choice_args(prompts, choices, normalize)
         choice_ids = self._encode(choices)
         empty = [c for c, ids in zip(choices, choice_ids) if not ids]
         if empty:
@@ -160,10 +149,7 @@ class TransformersLM:
     ) -> list[str]:
         import torch
 
-        prompts = _text_list(prompts, "prompts")
-        if max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be at least 0, got {max_new_tokens}.")
-        stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        prompts, stop = generation_args(prompts, max_new_tokens, stop)
         prompt_ids = self._encode_prompts(prompts)
         self._check_lengths([p + [0] * max_new_tokens for p in prompt_ids])
         texts = [""] * len(prompts)
@@ -685,6 +671,36 @@ def _as_list(value: Any) -> list[int]:
     if value is None:
         return []
     return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)]
+
+
+def pair_args(prompts: Sequence[str], continuations: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Checked ``score`` arguments: two lists of the same length."""
+    prompts = _text_list(prompts, "prompts")
+    continuations = _text_list(continuations, "continuations")
+    if len(prompts) != len(continuations):
+        raise ConfigError(f"score() pairs prompts with continuations: got {len(prompts)} prompts "
+                          f"and {len(continuations)} continuations.")
+    return prompts, continuations
+
+
+def choice_args(prompts: Sequence[str], choices: Sequence[str],
+                normalize: str) -> tuple[list[str], list[str]]:
+    """Checked ``score_choices`` arguments, prompts and choices as lists."""
+    prompts, choices = _text_list(prompts, "prompts"), _text_list(choices, "choices")
+    if normalize not in ("sum", "mean"):
+        raise ConfigError(f"normalize must be 'sum' or 'mean', got {normalize!r}.")
+    if not choices:
+        raise ConfigError("score_choices() needs at least one choice.")
+    return prompts, choices
+
+
+def generation_args(prompts: Sequence[str], max_new_tokens: int,
+                    stop: Sequence[str] | str) -> tuple[list[str], list[str]]:
+    """Checked ``generate`` arguments: the prompts as a list, the non-empty stop strings."""
+    prompts = _text_list(prompts, "prompts")
+    if max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens must be at least 0, got {max_new_tokens}.")
+    return prompts, [stop] if isinstance(stop, str) else [s for s in stop if s]
 
 
 def _text_list(texts: Sequence[str], name: str) -> list[str]:

@@ -56,7 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ricl.errors import ConfigError, ServerResponseError, ServerUnavailableError
-from ricl.lm import Normalize, _cut_at_stop, _text_list
+from ricl.lm import Normalize, _cut_at_stop, _text_list, choice_args, generation_args, pair_args
 
 log = logging.getLogger(__name__)
 
@@ -146,12 +146,7 @@ class OpenAICompletionsLM:
     ) -> np.ndarray:
         """Every choice after every prompt, shape (n_prompts, n_choices); ``"mean"`` divides by the
         number of tokens each choice was scored over."""
-        prompts = _text_list(prompts, "prompts")
-        choices = _text_list(choices, "choices")
-        if normalize not in ("sum", "mean"):
-            raise ConfigError(f"normalize must be 'sum' or 'mean', got {normalize!r}.")
-        if not choices:
-            raise ConfigError("score_choices() needs at least one choice.")
+        prompts, choices = choice_args(prompts, choices, normalize)
         if any(not c for c in choices):
             raise ConfigError(f"Choices must not be empty strings: {choices!r}.")
         # Prompt-major order: consecutive requests share a prompt, which llama-cpp-python
@@ -166,10 +161,7 @@ class OpenAICompletionsLM:
         self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
     ) -> list[str]:
         """Greedy (temperature 0) continuations, each cut before the first stop string."""
-        prompts = _text_list(prompts, "prompts")
-        if max_new_tokens < 0:
-            raise ConfigError(f"max_new_tokens must be at least 0, got {max_new_tokens}.")
-        stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        prompts, stop = generation_args(prompts, max_new_tokens, stop)
         if max_new_tokens == 0:  # llama-cpp-python would read max_tokens=0 as "no limit"
             return [""] * len(prompts)
 
@@ -199,13 +191,7 @@ class OpenAICompletionsLM:
     def _score_pairs(self, prompts: Sequence[str],
                      continuations: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Summed log-probs and token counts of each pair; identical pairs are sent once."""
-        prompts = _text_list(prompts, "prompts")
-        continuations = _text_list(continuations, "continuations")
-        if len(prompts) != len(continuations):
-            raise ConfigError(
-                f"score() pairs prompts with continuations: got {len(prompts)} prompts "
-                f"and {len(continuations)} continuations."
-            )
+        prompts, continuations = pair_args(prompts, continuations)
         if any(c and not p for p, c in zip(prompts, continuations)):
             raise ConfigError("A server cannot score a continuation after an empty prompt: the first "
                               "token of a text gets no log-probability. Give every prompt some text.")

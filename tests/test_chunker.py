@@ -1,6 +1,6 @@
 import pytest
 
-from ricl.chunker import LongContextChunker, edges_order
+from ricl.chunker import DEFAULT_BIAS, LongContextChunker, edges_order
 from ricl.errors import BudgetError, ConfigError
 
 
@@ -50,7 +50,7 @@ def test_edges_puts_the_top_items_at_the_two_ends():
         edges_order(3, bias=1.5)
 
 
-def test_placement_respects_the_budget_exactly_and_reports_drops(chunker, document):
+def test_placement_respects_the_budget_exactly_and_reports_drops(chunker, document, tokenizer):
     chunks = chunker.split(document)[:12]
     texts = [c.text for c in chunks]
     scores = [float(i % 5) + i / 100 for i in range(len(texts))]
@@ -61,7 +61,13 @@ def test_placement_respects_the_budget_exactly_and_reports_drops(chunker, docume
     assert used == placement.tokens and used + 20 <= budget
     assert placement.dropped and set(placement.order).isdisjoint(placement.dropped)
     ranked = sorted(range(len(texts)), key=lambda i: -scores[i])
-    assert placement.order[-1] == ranked[0] and placement.order[0] == ranked[1]
+    assert placement.order[-1] == ranked[0]  # the default bias leans to the end
+    kept = sorted(placement.order, key=lambda i: -scores[i])
+    lean = [kept[r] for r in edges_order(len(kept), DEFAULT_BIAS)]
+    assert list(placement.order) == lean and lean[0] != kept[1]
+    both_ends = LongContextChunker(chunk_tokens=64, overlap=8, tokenizer=tokenizer,
+                                   bias=0.5).place(texts, scores, budget, reserved=20)
+    assert both_ends.order[-1] == ranked[0] and both_ends.order[0] == ranked[1]
     assert chunker.place(texts, scores, budget, reserved=20) == placement  # deterministic
     assert chunker.place(texts, scores, budget, 20, strategy="front").order[0] == ranked[0]
     assert chunker.place(texts, scores, budget, 20, strategy="back").order[-1] == ranked[0]

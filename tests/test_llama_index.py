@@ -16,7 +16,7 @@ def test_ricl_retriever_and_placement_in_a_query_engine(dense, trec_queries, tok
     retriever = RiclRetriever(dense, top_k=6)
     engine = RetrieverQueryEngine(
         retriever=retriever,
-        node_postprocessors=[EdgesPlacement(tokenizer=tokenizer)],
+        node_postprocessors=[EdgesPlacement(tokenizer=tokenizer, bias=0.5)],
         response_synthesizer=get_response_synthesizer(response_mode="no_text"),
     )
     response = engine.query(trec_queries[0])
