@@ -364,12 +364,17 @@ def write_report(store: _Store, n_questions: int, seed: int, bias: float,
     lines += ["", f"## Placement of {n_docs} retrieved paragraphs", "",
               f"BM25 top-{n_docs} over all {n_questions}-sample paragraphs; the gold paragraph is "
               f"among them for {recall:.0%} of questions. Same sets for every row.", "",
-              "| placement | answer log-prob per token ± s.e. |", "|---|---|"]
+              "| placement | answer log-prob per token ± s.e. | paired change vs retrieval order |",
+              "|---|---|---|"]
+    first = by.get(f"placement/{PLACEMENTS[0]}/n{n_docs}")
     for name in PLACEMENTS:
         r = by.get(f"placement/{name}/n{n_docs}")
         if r:
             label = f"{name} (bias {r['bias']})" if name.startswith("edges") else name
-            lines.append(f"| {label} | {cell(r)} |")
+            same = r.get("same_orders_as")
+            label += f" = {same.split('/')[1]}" if same else ""
+            change = _paired(store, first, r) if r is not first else "—"
+            lines.append(f"| {label} | {cell(r)} | {change} |")
     if expected:
         lines += ["", "## Choosing `edges` bias from the sweep", "",
                   "Expected answer log-prob of `edges` for each bias (0 = best first, 0.5 = both "
@@ -378,40 +383,47 @@ def write_report(store: _Store, n_questions: int, seed: int, bias: float,
                   "| bias | " + " | ".join(str(b) for b in expected) + " |",
                   "|---|" + "---|" * len(expected),
                   "| expected log-prob | " + " | ".join(f"{v:.3f}" for v in expected.values()) + " |"]
-    plots = _plots(store.out_dir, rows, closed, oracle, sweeps, n_docs)
+    plots = _plots(store, rows, closed, oracle, sweeps, n_docs)
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     path = store.out_dir / "position.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 
-def _paired(store: _Store, base: dict, row: dict) -> str:
-    """Mean per-question difference of answer log-prob (row minus base) ± its s.e."""
-    def scores(key):
+def _paired_change(store: _Store, base: dict, row: dict) -> tuple[float, float] | None:
+    """Mean per-question difference of answer log-prob (row minus base) and its s.e.;
+    a deduplicated row is read through the row whose prompts it shares."""
+    def scores(r):
+        key = r.get("same_orders_as") or r["key"]
         return {p["id"]: p["answer_logprob"] for p in store.predictions_of(key)}
 
-    a, b = scores(base["key"]), scores(row["key"])
+    a, b = scores(base), scores(row)
     diff = [b[i] - a[i] for i in a if i in b]
-    if not diff:
-        return "—"
-    return f"{np.mean(diff):+.3f} ± {metrics.standard_error(diff):.3f}"
+    return (float(np.mean(diff)), metrics.standard_error(diff)) if diff else None
 
 
-def _plots(out_dir: Path, rows, closed, oracle, sweeps, n_docs) -> list[Path]:
+def _paired(store: _Store, base: dict, row: dict) -> str:
+    change = _paired_change(store, base, row)
+    return "—" if change is None else f"{change[0]:+.3f} ± {change[1]:.3f}"
+
+
+def _plots(store: _Store, rows, closed, oracle, sweeps, n_docs) -> list[Path]:
+    """The sweep curve (absolute, with closed-book and oracle lines) and the placements
+    as paired changes against retrieval order (unpaired error bars would hide them)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
-    fig, ax = plt.subplots(figsize=(6, 4))
+    out_dir, paths = store.out_dir, []
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for n in sweeps:
         points = sorted((r for r in rows if r["experiment"] == "sweep" and r["distractors"] == n),
                         key=lambda r: r["position"])
         if points:
             ax.errorbar([r["position"] + 1 for r in points], [r["answer_logprob"] for r in points],
                         yerr=[r["logprob_stderr"] for r in points], marker="o", capsize=3,
-                        label=f"{n + 1} documents")
+                        label=f"{n + 1} documents (bars: s.e. across questions)")
     for row, style, name in ((oracle, "--", "oracle (gold only)"),
                              (closed, ":", "closed-book")):
         if row:
@@ -419,22 +431,28 @@ def _plots(out_dir: Path, rows, closed, oracle, sweeps, n_docs) -> list[Path]:
     ax.set_xlabel("position of the gold paragraph (1 = first, next to the instruction)")
     ax.set_ylabel("gold answer log-prob per token")
     ax.set_title("SQuAD multi-document QA, SmolLM2-135M")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     paths.append(out_dir / "position_curve.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    placed = [r for r in rows if r["experiment"] == "placement"]
-    if placed:
-        placed.sort(key=lambda r: PLACEMENTS.index(r["placement"]))
-        fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.bar(range(len(placed)), [r["answer_logprob"] for r in placed],
-               yerr=[r["logprob_stderr"] for r in placed], capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(placed)))
-        ax.set_xticklabels([r["placement"] for r in placed], rotation=25, ha="right", fontsize=8)
-        ax.set_ylabel("gold answer log-prob per token")
-        ax.set_title(f"Placement of {n_docs} BM25-retrieved paragraphs")
+    placed = sorted((r for r in rows if r["experiment"] == "placement"),
+                    key=lambda r: PLACEMENTS.index(r["placement"]))
+    if len(placed) > 1:
+        changes = [_paired_change(store, placed[0], r) or (0.0, 0.0) for r in placed[1:]]
+        fig, ax = plt.subplots(figsize=(6.5, 3.5))
+        ax.barh(range(len(changes)), [c[0] for c in changes], xerr=[c[1] for c in changes],
+                capsize=3, color="tab:blue")
+        ax.set_yticks(range(len(changes)))
+        ax.set_yticklabels([f"{r['placement']}" + (f" (bias {r['bias']})" if
+                            r["placement"].startswith("edges") else "") for r in placed[1:]],
+                           fontsize=8)
+        ax.invert_yaxis()
+        ax.axvline(0, color="grey", linewidth=0.8)
+        ax.set_xlabel(f"change in answer log-prob vs {placed[0]['placement']} order "
+                      "(paired, ± s.e.)")
+        ax.set_title(f"Placing {n_docs} BM25-retrieved paragraphs")
         fig.tight_layout()
         paths.append(out_dir / "placements.png")
         fig.savefig(paths[-1], dpi=120)
