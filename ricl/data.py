@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -123,7 +124,7 @@ class Corpus(Sequence[Example]):
         """One JSON object per line; blank lines are skipped."""
         path = Path(path)
         records = []
-        for line_no, line in enumerate(_read_text(path).splitlines(), start=1):
+        for line_no, line in enumerate(_jsonl_lines(_read_text(path)), start=1):
             if not line.strip():
                 continue
             try:
@@ -137,7 +138,7 @@ class Corpus(Sequence[Example]):
     def from_csv(cls, path: str | Path, **kwargs: Any) -> Corpus:
         """A CSV file with a header row; every row must have as many cells as the header."""
         path = Path(path)
-        rows = list(csv.reader(_read_text(path).splitlines()))
+        rows = list(csv.reader(io.StringIO(_read_text(path), newline="")))
         if not rows:
             raise CorpusError(f"{path} is empty: it needs a header row and at least one data row.")
         header, records = rows[0], []
@@ -192,7 +193,7 @@ class Corpus(Sequence[Example]):
     @classmethod
     def read_saved(cls, path: str | Path) -> Corpus:
         """Read back what :meth:`to_jsonl` wrote (ids, fields and label words kept)."""
-        lines = _read_text(Path(path)).splitlines()
+        lines = _jsonl_lines(_read_text(Path(path)))
         header = json.loads(lines[0])["__corpus__"]
         examples = [Example.from_record(json.loads(line)) for line in lines[1:] if line]
         return cls(examples, input_names=header["input_names"],
@@ -201,6 +202,12 @@ class Corpus(Sequence[Example]):
     def __repr__(self) -> str:
         return (f"Corpus({len(self)} examples, inputs={list(self.input_names)}, "
                 f"output={self.output_name!r})")
+
+
+def _jsonl_lines(text: str) -> list[str]:
+    """JSONL lines: split at "\n" only. ``str.splitlines`` would also split at U+0085,
+    U+2028 and other characters that JSON strings may hold raw (MR reviews do)."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
 
 
 def _read_text(path: Path) -> str:

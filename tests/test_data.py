@@ -104,3 +104,22 @@ def test_bad_templates_raise_template_error(text, fragment):
     with pytest.raises(TemplateError) as caught:
         Template(text)
     assert fragment in str(caught.value)
+
+
+def test_texts_with_unicode_line_separators_survive_files(tmp_path):
+    """MR reviews hold U+0085 and TriviaQA U+2028: JSON keeps them raw, so reading a
+    JSONL or CSV file must not split lines there."""
+    texts = ["it\x85s a mess", "one\u2028two", "para\u2029graph", "plain"]
+    corpus = ricl.Corpus.from_records([{"text": t, "label": i % 2} for i, t in enumerate(texts)],
+                                      input="text", output="label", labels=["neg", "pos"])
+    corpus.to_jsonl(tmp_path / "saved.jsonl")
+    assert [e.text for e in ricl.Corpus.read_saved(tmp_path / "saved.jsonl")] == texts
+    (tmp_path / "data.jsonl").write_text(
+        "".join(json.dumps({"text": t, "label": "pos"}, ensure_ascii=False) + "\n" for t in texts),
+        encoding="utf-8")
+    assert [e.text for e in ricl.Corpus.from_jsonl(tmp_path / "data.jsonl", input="text",
+                                                   output="label")] == texts
+    (tmp_path / "data.csv").write_text("text,label\n" + "".join(f'"{t}",pos\n' for t in texts),
+                                       encoding="utf-8")
+    assert [e.text for e in ricl.Corpus.from_csv(tmp_path / "data.csv", input="text",
+                                                 output="label")] == texts
