@@ -219,7 +219,7 @@ def test_eval_command_runs_a_grid_and_writes_the_report(tmp_path, capsys, monkey
 
     from eval.commands import add_commands, run
 
-    monkeypatch.setattr("ricl.lm.TransformersLM", lambda: lm)  # the loaded default LM
+    monkeypatch.setattr("ricl.lm.TransformersLM", lambda dtype="float32": lm)  # the loaded default LM
 
     parser = argparse.ArgumentParser(prog="ricl")
     add_commands(parser.add_subparsers(dest="command"))
