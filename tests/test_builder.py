@@ -178,4 +178,6 @@ def test_scored_documents_keep_their_scores(trec_corpus, bm25, tokenizer):
                            documents=[("Hamlet is a play by Shakespeare.", 0.9),
                                       ("Paris is in France.", 0.1),
                                       ("Shakespeare was born in 1564.", 0.5)])
-    assert [d.score for d in prompt.documents] == [0.5, 0.1, 0.9]  # edges, best last
+    # edges with the default lean to the end (bias 0.7): with three items all go to the
+    # back, the best last, next to the query
+    assert [d.score for d in prompt.documents] == [0.1, 0.5, 0.9]
