@@ -308,8 +308,9 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
         row, predictions = _run_cell(cell, run, state)
         row["seconds"] = round(time.perf_counter() - started, 3)
         if cell.uses_lm:
-            weights = getattr(getattr(state.lm, "model", None), "dtype", None)
-            row["lm_dtype"] = None if weights is None else str(weights).removeprefix("torch.")
+            from ricl.models import weights_dtype
+
+            row["lm_dtype"] = weights_dtype(getattr(state.lm, "model", None))
         _write_cell(out_dir, cell, row, predictions)
         log.info("%s %s k=%s seed=%s: %s %.3f (%.1fs)", cell.suite, cell.method, cell.k,
                  cell.seed, row["metric"], row["value"], row["seconds"])

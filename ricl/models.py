@@ -202,6 +202,19 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
 DTYPES = ("float32", "bfloat16")
 
 
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if ricl can load the LM in it, else a ConfigError."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r}: choose one of {DTYPES}.")
+    return dtype
+
+
+def weights_dtype(model: Any) -> str | None:
+    """The dtype name of a loaded model's weights ("float32", "bfloat16"), None if unknown."""
+    dtype = getattr(model, "dtype", None)
+    return None if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None,
                    dtype: str = "float32") -> tuple[Any, Any]:
     """A causal language model and its tokenizer, in eval mode on the CPU.
@@ -213,8 +226,7 @@ def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None,
     AMX or AVX-512 BF16, with log-probabilities that differ in the second decimal).
     Loaded models are cached per path and dtype for the life of the process.
     """
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r}: choose one of {DTYPES}.")
+    check_dtype(dtype)
     if isinstance(model, tuple):
         if len(model) != 2:
             raise ModelLoadError("Pass a causal LM as a (model, tokenizer) pair.")

@@ -282,10 +282,9 @@ def score_candidates(
                         ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name}={value!r}: must be a positive integer.")
-    from ricl.models import DTYPES
+    from ricl.models import check_dtype
 
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r}: choose one of {DTYPES}.")
+    check_dtype(dtype)
     if n_candidates > len(corpus):
         raise ConfigError(f"n_candidates={n_candidates} is larger than the corpus ({len(corpus)} "
                           "examples). Ask for fewer candidates.")
@@ -484,6 +483,8 @@ def _describe_lm(lm: Any, dtype: str = "float32") -> str:
     if not name:
         return type(lm).__name__
     name = Path(str(name)).name or str(name)
-    dtype = str(getattr(model, "dtype", "torch.float32")).removeprefix("torch.")
+    from ricl.models import weights_dtype
+
+    dtype = weights_dtype(model) or "float32"
     # A bfloat16 model gives other numbers: its feedback must not resume a float32 file.
     return name if dtype == "float32" else f"{name} ({dtype})"
