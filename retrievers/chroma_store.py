@@ -1,15 +1,23 @@
-"""Chroma behind one small interface: in memory, on disk, or on a Chroma server.
+"""Chroma behind one small interface: on disk (embedded) or on a Chroma server.
 
 Every collection is created with ``embedding_function=None`` and filled with our
 own vectors: a collection without one would fall back to Chroma's ONNX default,
 which downloads a model. Telemetry is off.
+
+An embedded index is built once, in a private staging directory that lives as long
+as the store; saving copies that directory (files, not a second HNSW build) and the
+retriever then serves from the saved copy. An in-memory client would hold every
+vector in its SQLite log as well as in the HNSW graph, and saving it would mean
+inserting every vector again.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
-import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -53,14 +61,33 @@ class ServerAddress:
 class ChromaStore:
     """One collection of unit vectors whose ids are corpus row numbers."""
 
-    def __init__(self, location: Path | ServerAddress | None):
+    def __init__(self, location: Path | ServerAddress):
         self.location = location
-        if isinstance(location, ServerAddress):
-            self.name = location.collection
-        else:  # in-memory clients share one store per process: each index gets its own name
-            self.name = COLLECTION if location is not None else f"{COLLECTION}-{uuid.uuid4().hex[:12]}"
+        self.name = location.collection if isinstance(location, ServerAddress) else COLLECTION
         self._client = self._retry(self._connect, "connect to")
         self._collection = None
+
+    @classmethod
+    def staging(cls) -> ChromaStore:
+        """An embedded store in a fresh temporary directory, removed with the store."""
+        path = Path(tempfile.mkdtemp(prefix="ricl-chroma-"))
+        store = cls(path)
+        weakref.finalize(store, _remove_staging, store._client, path)
+        return store
+
+    @property
+    def is_local(self) -> bool:
+        return not isinstance(self.location, ServerAddress)
+
+    def copy_to(self, target: Path) -> None:
+        """Copy an embedded store's files to ``target`` (a path that does not exist yet)."""
+        if not self.is_local:
+            raise ValueError("Only an embedded Chroma store can be copied.")
+        shutil.copytree(self.location, target)
+
+    def close(self) -> None:
+        """Release the client, so that Chroma forgets its cached handle on this path."""
+        self._client.close()
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self):
@@ -73,8 +100,6 @@ class ChromaStore:
                                          settings=settings)
             client.heartbeat()
             return client
-        if self.location is None:
-            return chromadb.EphemeralClient(settings=settings)
         return chromadb.PersistentClient(path=str(self.location), settings=settings)
 
     def _retry(self, action, what: str):
@@ -149,6 +174,14 @@ class ChromaStore:
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
         scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores
+
+
+def _remove_staging(client, path: Path) -> None:
+    try:
+        client.close()
+    except Exception:  # noqa: BLE001 - at interpreter exit Chroma may already be torn down
+        pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -98,9 +98,14 @@ class DenseRetriever(RetrieverBase):
             raise ConfigError(f"{embeddings.shape[0]} embeddings for {len(corpus)} examples.")
         self.embeddings = embeddings
         if self.backend != "exact":
-            self._store = ChromaStore(self.server)  # the server, or in memory until save()
+            self._replace_store(ChromaStore(self.server) if self.server else ChromaStore.staging())
             self._store.replace(embeddings)
         return self
+
+    def _replace_store(self, store: ChromaStore | None) -> None:
+        old, self._store = self._store, store
+        if old is not None and old is not store:
+            old.close()
 
     # -- search -------------------------------------------------------------------------------
     def _top(self, queries: list[str], fetch: int, query_vectors: np.ndarray | None = None):
@@ -142,18 +147,34 @@ class DenseRetriever(RetrieverBase):
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         self._require_index()
-        with atomic_dir(path) as tmp:
-            np.save(tmp / "embeddings.npy", self.embeddings)
-            model = self._model_card(tmp)
-            if self.backend == "chroma":
-                # A fresh persistent store inside the new dir; the live one stays usable.
-                ChromaStore(tmp / "chroma").replace(self.embeddings)
-            self._write_card(tmp, {"model": model, "backend": self.backend,
-                                   "dim": int(self.embeddings.shape[1]),
-                                   "server": self.server.url if self.server else None})
-        if self.backend == "chroma":  # switch to the saved copy
-            self._store = ChromaStore(Path(path) / "chroma")
-            self._store.open_existing(len(self.embeddings))
+        target = (Path(path) / "chroma").resolve()
+        released = False
+        try:
+            with atomic_dir(path) as tmp:
+                np.save(tmp / "embeddings.npy", self.embeddings)
+                model = self._model_card(tmp)
+                if self.backend == "chroma":
+                    # Copy the built store's files (no second HNSW build).
+                    self._store.copy_to(tmp / "chroma")
+                self._write_card(tmp, {"model": model, "backend": self.backend,
+                                       "dim": int(self.embeddings.shape[1]),
+                                       "server": self.server.url if self.server else None})
+                if self.backend == "chroma" and self._store.location == target:
+                    # Re-saving where it was loaded from: Chroma caches one handle per path,
+                    # so release it before the swap, or reopening would see the old files.
+                    self._store.close()
+                    released = True
+        except BaseException:
+            if released:  # the swap failed: the old files are still there; serve them again
+                self._replace_store(self._open_store(target))
+            raise
+        if self.backend == "chroma":  # serve from the saved copy
+            self._replace_store(self._open_store(target))
+
+    def _open_store(self, location: Path | ServerAddress) -> ChromaStore:
+        store = ChromaStore(location)
+        store.open_existing(len(self.embeddings))
+        return store
 
     def _model_card(self, tmp: Path) -> str | None:
         spec = self.model_spec
@@ -172,8 +193,11 @@ class DenseRetriever(RetrieverBase):
         if model == "model":
             model = str(path / "model")
         retriever = cls(model=model, backend=card["backend"], server=card.get("server"))
+        # Behind Chroma the vectors are read only for the few candidates a diversity
+        # selector compares, so map them instead of holding a second copy in memory.
+        mmap = "r" if card["backend"] != "exact" else None
         try:
-            embeddings = np.load(path / "embeddings.npy")
+            embeddings = np.load(path / "embeddings.npy", mmap_mode=mmap)
         except (OSError, ValueError) as exc:
             raise IndexLoadError(f"The dense index at {path} is corrupted ({exc}). "
                                  "Rebuild it with index() + save().") from None
@@ -185,10 +209,8 @@ class DenseRetriever(RetrieverBase):
         if retriever.backend == "chroma":
             if not (path / "chroma").is_dir():
                 raise IndexLoadError(f"The Chroma store under {path}/chroma is missing. Rebuild it.")
-            retriever._store = ChromaStore(path / "chroma")
+            retriever._store = retriever._open_store((path / "chroma").resolve())
         elif retriever.backend == "chroma-server":
-            retriever._store = ChromaStore(retriever.server)
-        if retriever._store is not None:
-            retriever._store.open_existing(len(corpus))
+            retriever._store = retriever._open_store(retriever.server)
         return retriever
 

@@ -111,13 +111,29 @@ class RandomSelector(SelectorBase):
     def select(self, view: CandidateView, k: int) -> Selection:
         digest = int(hashlib.sha1(view.query.encode("utf-8")).hexdigest()[:15], 16)
         rng = np.random.default_rng([self.seed, digest])
-        pool = np.setdiff1d(np.arange(view.corpus_size), np.fromiter(view.excluded, dtype=np.int64))
-        take = min(k, len(pool))
-        rows = tuple(int(r) for r in rng.choice(pool, size=take, replace=False))
-        return Selection(rows, _short_note(take, k, len(pool)))
+        skipped = sorted(r for r in view.excluded if 0 <= r < view.corpus_size)
+        n_pool = view.corpus_size - len(skipped)
+        take = min(k, n_pool)
+        # Draw positions among the n_pool allowed rows, then map each position to its row
+        # by stepping over the excluded ones: O(k·|excluded|), not O(corpus), per query.
+        # Generator.choice draws the same positions for an int as for an array of that
+        # length, so this picks exactly what choice(allowed_rows) would.
+        positions = rng.choice(n_pool, size=take, replace=False) if take else ()
+        rows = tuple(_nth_allowed(int(p), skipped) for p in positions)
+        return Selection(rows, _short_note(take, k, n_pool))
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed}
+
+
+def _nth_allowed(position: int, skipped: Sequence[int]) -> int:
+    """The row at ``position`` among 0, 1, 2, ... once the sorted ``skipped`` rows are removed."""
+    row = position
+    for excluded in skipped:
+        if excluded > row:
+            break
+        row += 1
+    return row
 
 
 class MMRSelector(SelectorBase):

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from ricl.errors import BudgetError
 from ricl.placement import fit_budget, order_demos
-from ricl.selectors import greedy_cover, select_dpp_greedy, select_mmr
+from ricl.selectors import _nth_allowed, greedy_cover, select_dpp_greedy, select_mmr
 
 sizes = st.integers(min_value=1, max_value=40)
 
@@ -92,3 +92,23 @@ def test_budget_keeps_the_most_relevant_demos_that_fit(tokens, fixed, separator,
     assert fixed + sum(tokens[i] + separator for i in kept) <= budget
     if kept and dropped:  # nothing dropped is more relevant than something kept
         assert max(relevance[i] for i in dropped) < min(relevance[i] for i in kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=1, max_value=30_000), st.sets(st.integers(0, 29_999), max_size=5),
+       st.integers(min_value=1, max_value=12), st.integers(min_value=0, max_value=2**31 - 1))
+def test_random_selection_walks_the_allowed_rows_and_draws_as_choice_over_them(n, excluded,
+                                                                               k, seed):
+    # The random selector draws positions among the allowed rows without building them:
+    # the mapping must enumerate exactly the allowed rows in order, and the draw must be
+    # the one numpy makes over the explicit array (so published random rows reproduce).
+    skipped = sorted(e for e in excluded if e < n)
+    allowed = np.setdiff1d(np.arange(n), np.array(skipped, dtype=np.int64))
+    if n <= 2_000:
+        assert [_nth_allowed(p, skipped) for p in range(len(allowed))] == allowed.tolist()
+    take = min(k, len(allowed))
+    if take == 0:
+        return
+    expected = np.random.default_rng(seed).choice(allowed, size=take, replace=False)
+    positions = np.random.default_rng(seed).choice(len(allowed), size=take, replace=False)
+    assert [_nth_allowed(int(p), skipped) for p in positions] == expected.tolist()

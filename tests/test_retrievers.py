@@ -1,4 +1,6 @@
+import gc
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -73,6 +75,26 @@ def test_save_and_load_give_identical_results(spec, tmp_path, trec_corpus, trec_
     after = loaded.search(trec_queries, n=5)
     assert [r.tolist() for r in before.rows] == [r.tolist() for r in after.rows]
     assert loaded.corpus.fingerprint() == trec_corpus.fingerprint()
+
+
+def test_chroma_index_is_saved_by_copy_resaved_in_place_and_leaves_no_staging_dir(
+        tmp_path, monkeypatch, trec_corpus, trec_queries, dense):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    retriever = ricl.DenseRetriever(backend="chroma").index(trec_corpus, embeddings=dense.embeddings)
+    assert len(list((tmp_path / "tmp").glob("ricl-chroma-*"))) == 1  # built once, off to the side
+    before = [r.tolist() for r in retriever.search(trec_queries, n=5).rows]
+    retriever.save(tmp_path / "index")
+    assert [r.tolist() for r in retriever.search(trec_queries, n=5).rows] == before
+    del retriever
+    gc.collect()
+    assert not list((tmp_path / "tmp").glob("ricl-chroma-*"))
+    # A loaded index saved again where it came from: the swap must not leave the
+    # process holding the replaced files (Chroma caches one client per path).
+    loaded = load_retriever(tmp_path / "index")
+    loaded.save(tmp_path / "index")
+    assert [r.tolist() for r in loaded.search(trec_queries, n=5).rows] == before
+    assert [r.tolist() for r in load_retriever(tmp_path / "index").search(trec_queries, n=5).rows] == before
 
 
 def test_corrupted_or_foreign_index_dirs_raise_index_load_error(tmp_path, bm25):
