@@ -1201,9 +1201,9 @@ def _notes(results: dict[str, Any], sizes: list[dict[str, Any]], k: int,
         "selector's candidates (MMR/DPP: 50, coverage: 30), selection, token counting with the "
         "SmolLM2 tokenizer and rendering. `random` and `votek` retrieve nothing and look up the "
         "scores of their picks (`score_rows`); `votek` builds its graph on its first call.",
-        "Chroma: `index()` builds an in-memory HNSW; `save()` inserts every vector again into a "
-        "persistent collection, a second HNSW build, which is why its `save()` is long. "
-        "Serving loads the saved collection.",
+        "Chroma: `index()` builds the HNSW once, in an on-disk staging collection; `save()` "
+        "copies its files into the index directory. Serving loads the saved collection and "
+        "memory-maps the vectors (read only for the candidates a diversity selector compares).",
         "Memory: `VmRSS` and, for peaks, `VmHWM` from `/proc/self/status` (`getrusage`'s "
         "peak would include the parent's, as it survives `exec`); a build process holds the "
         "corpus (and, dense, the vectors) besides the index; a serving process holds the "
