@@ -148,6 +148,24 @@ def test_training_lowers_the_loss_and_the_model_loads_in_a_prompt_builder(tmp_pa
     assert len(prompt.demos) == 2 and prompt.text.endswith("Answer type:")
 
 
+def test_distill_splits_large_batches_into_micro_batches_with_the_same_steps(tmp_path, feedback,
+                                                                           pool, monkeypatch):
+    # Each distill query brings its candidates (1 + 4 texts here); a bound of 10 texts per
+    # forward pass splits a batch of 4 queries into 2 micro-batches of 2, accumulated.
+    import training.train
+
+    options = dict(loss="distill", epochs=2, batch_size=4, lr=1e-4, seed=0)
+    whole = read_card(train_retriever(feedback, pool, tmp_path / "whole", **options))
+    monkeypatch.setattr(training.train, "_MAX_TEXTS_PER_FORWARD", 2 * (1 + N_CANDIDATES))
+    assert training.train._micro_batch(4, read_feedback(feedback)[1]) == 2
+    split = read_card(train_retriever(feedback, pool, tmp_path / "split", **options))
+    assert split["steps"] == whole["steps"] == 3  # 6 queries x 2 epochs / 4
+    assert split["initial_loss"] == pytest.approx(whole["initial_loss"], abs=1e-5)
+    # dropout masks differ per micro-batch, so the runs agree in kind, not to the digit
+    assert split["final_loss"] < 0.5 * split["initial_loss"]
+    assert whole["final_loss"] < 0.5 * whole["initial_loss"]
+
+
 def test_an_interrupted_training_run_resumes_to_the_same_model(tmp_path, feedback, pool):
     from transformers import TrainerCallback
 
