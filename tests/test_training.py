@@ -185,6 +185,11 @@ def test_an_interrupted_training_run_resumes_to_the_same_model(tmp_path, feedbac
     assert read_card(resumed)["steps"] == read_card(whole)["steps"] == 8
     assert read_card(resumed)["final_loss"] == pytest.approx(read_card(whole)["final_loss"], abs=1e-6)
     assert not (tmp_path / "resumed.checkpoints").exists()
+    # a rerun after the end finds the finished model and leaves it as it is
+    card_written = (resumed / "training_card.json").stat().st_mtime_ns
+    assert train_retriever(feedback, pool, tmp_path / "resumed", **options) == resumed
+    assert (resumed / "training_card.json").stat().st_mtime_ns == card_written
+    assert not (tmp_path / "resumed.checkpoints").exists()
 
 
 def test_bad_inputs_are_typed_errors(tmp_path, feedback, pool, queries, trec, lm):

@@ -128,6 +128,10 @@ def train_retriever(
     settings.update({"base_model": str(base_dir), "feedback": str(Path(feedback_path).resolve()),
                      "feedback_queries": len(records), "corpus_fingerprint": corpus.fingerprint(),
                      "seed": seed})
+    if resume and _finished_with(out_dir, settings):
+        log.info("%s already holds a retriever trained with these settings; not retraining.",
+                 out_dir)
+        return out_dir
     resume_from = _prepare_checkpoints(checkpoints, settings, resume)
 
     micro = _micro_batch(batch_size, records) if loss == "distill" else batch_size
@@ -193,6 +197,15 @@ def train_retriever(
     log.info("Trained retriever saved to %s (loss %.4f -> %.4f over %d steps).", out_dir,
              initial_loss, final_loss, card["steps"])
     return out_dir
+
+
+def _finished_with(out_dir: Path, settings: dict[str, Any]) -> bool:
+    """Whether ``out_dir`` already holds the model an identical call would train."""
+    try:
+        card = json.loads((out_dir / CARD_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return card.get("settings") == json.loads(json.dumps(settings))
 
 
 def read_card(model_dir: str | Path) -> dict[str, Any]:
