@@ -12,6 +12,7 @@ collapses onto one label; calibrated results, when present, sit beside the raw o
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -86,7 +87,9 @@ def write_report(results_jsonl: str | Path, out_dir: str | Path | None = None) -
     predictions_dir = results_jsonl.parent
 
     lines = ["# ICL evaluation report", "",
-             f"From `{results_jsonl}`: {len(rows)} result rows, suites {', '.join(suites)}.",
+             # relative to the report, so a published report reads the same wherever it ran
+             f"From `{os.path.relpath(results_jsonl, out_dir)}`: {len(rows)} result rows, "
+             f"suites {', '.join(suites)}.",
              "Cells: mean ± std over seeds (n = test examples, s.e. = standard error of one run); "
              "± appears only where there are several seeds. Metric: accuracy "
              "(exact match for open QA, with token F1 beside it). "
