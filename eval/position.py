@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,13 +216,17 @@ class _Store:
                 except json.JSONDecodeError:  # a torn last line from a kill
                     continue
                 self.rows[row["key"]] = row
+        self._predictions: dict[str, list[dict]] | None = None  # by key, read once when asked
 
     def predictions_of(self, key: str) -> list[dict]:
-        if not self.predictions.exists():
-            return []
-        rows = (json.loads(line) for line in self.predictions.read_text().splitlines()
-                if line.startswith("{") and line.endswith("}"))
-        return [row for row in rows if row["key"] == key]
+        if self._predictions is None:
+            self._predictions = defaultdict(list)
+            if self.predictions.exists():
+                for line in self.predictions.read_text().splitlines():
+                    if line.startswith("{") and line.endswith("}"):
+                        row = json.loads(line)
+                        self._predictions[row["key"]].append(row)
+        return self._predictions.get(key, [])
 
     def done(self, key: str) -> dict | None:
         return self.rows.get(key)
@@ -234,6 +239,8 @@ class _Store:
             f.flush()
             os.fsync(f.fileno())
         self.rows[row["key"]] = row
+        if self._predictions is not None:
+            self._predictions[row["key"]] += [{"key": row["key"], **p} for p in predictions]
 
 
 def _run_condition(store: _Store, lm: Any, key: str, items: Sequence[Item],
