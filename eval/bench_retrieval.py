@@ -310,7 +310,7 @@ def machine_header(suite_name: str, pool: int, queries: int, bm25_peer: int,
     cores = os.cpu_count()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
     load = "/".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    versions = ", ".join(f"{name} {_version(name)}" for name in
+    versions = ", ".join(f"{name} {package_version(name)}" for name in
                          ("bm25s", "rank-bm25", "langchain-core", "sentence-transformers",
                           "torch", "numpy"))
     return [
@@ -328,7 +328,8 @@ def machine_header(suite_name: str, pool: int, queries: int, bm25_peer: int,
     ]
 
 
-def _version(name: str) -> str:
+def package_version(name: str) -> str:
+    """The installed version of a distribution, or "absent"."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:

