@@ -74,6 +74,7 @@ from typing import Any
 import numpy as np
 
 from eval.bench_retrieval import package_version, timed
+from ricl.io import atomic_file, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -465,14 +466,11 @@ def _write_assembly(path: Path, assembly: Assembly) -> None:
     header = {"queries": assembly.queries, "query_sources": assembly.query_sources,
               "reachable": assembly.reachable, "skipped": assembly.skipped,
               "notes": assembly.notes}
-
-    def write(tmp: Path) -> None:
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) as out:
-            out.write(json.dumps(header, ensure_ascii=False) + "\n")
-            for record in assembly.records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-    _write_atomically(path, write)
+    with atomic_file(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8",
+                                             compresslevel=3) as out:
+        out.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for record in assembly.records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def _read_assembly(path: Path, limit: int | None = None) -> Assembly:
@@ -487,33 +485,6 @@ def _read_assembly(path: Path, limit: int | None = None) -> Assembly:
                     query_sources=tuple(header["query_sources"]),
                     reachable=header["reachable"], skipped=tuple(header["skipped"]),
                     notes=header["notes"])
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a hidden sibling, then one rename: a killed run leaves the
-    old file or none, never a torn one (only a stray ``.*.tmp``, removed next time)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        if not _alive(stale.name.rsplit(".", 2)[-2]):
-            stale.unlink(missing_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # --------------------------------------------------------------------------- embeddings
@@ -608,11 +579,11 @@ def embed_missing(texts: Sequence[str], cache_dir: Path, dtype: str = "float32",
             took = time.perf_counter() - started
             seconds += took
             encoded += len(vectors)
-            _write_atomically(path, lambda tmp, v=vectors: _save_npy(tmp, v))
+            with atomic_file(path) as tmp:
+                _save_npy(tmp, vectors)
             timing = {"texts": len(vectors), "seconds": took, "dtype": dtype,
                       "threads": _torch_threads(), "date": time.strftime("%Y-%m-%d %H:%M %Z")}
-            _write_atomically(path.with_suffix(".json"),
-                              lambda tmp, t=timing: tmp.write_text(json.dumps(t) + "\n"))
+            atomic_write_text(path.with_suffix(".json"), json.dumps(timing) + "\n")
             bar.update(len(vectors))
         bar.close()
     return EmbedStats(size=len(texts), dtype=dtype, encoded=encoded,
@@ -843,8 +814,7 @@ def _worker(spec: Path) -> int:
     fields = json.loads(spec.read_text())
     job = Job(**{**fields, "selectors": tuple(fields["selectors"])})
     result = run_job(job)
-    _write_atomically(spec.with_suffix(".out.json"),
-                      lambda tmp: tmp.write_text(json.dumps(result)))
+    atomic_write_text(spec.with_suffix(".out.json"), json.dumps(result))
     return 0
 
 

@@ -68,11 +68,15 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _remove_stale(target: Path) -> None:
-    """Delete temporary siblings whose writing process no longer exists."""
+    """Delete temporary siblings (files or directories) whose writing process no longer
+    exists."""
     for path in target.parent.glob(f".{target.name}.tmp-*"):
         pid = path.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -85,24 +89,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
+@contextmanager
+def atomic_file(target: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary file beside ``target``; on success it replaces
+    ``target`` in one rename.
+
+    Write the yielded path any way (a stream, a gzip writer, ``np.save`` on an open
+    handle), so large outputs never have to be assembled in memory. A process killed
+    at any instant leaves the old file or the whole new one; its temporary file is
+    removed by the next write to ``target``.
+    """
+    target = Path(target).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``path`` so that a crash leaves either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | Path, value: Any) -> None:

@@ -58,6 +58,43 @@ def test_kill_9_during_index_save_leaves_a_loadable_index(tmp_path):
     assert len(leftovers) <= 1  # at most the temp dir of the last killed writer
 
 
+FILE_WRITER = textwrap.dedent("""
+    import gzip, sys
+    from ricl.io import atomic_file
+
+    out, writes = sys.argv[1], 0
+    while True:  # alternate two versions, each streamed line by line through gzip
+        version = writes % 2
+        with atomic_file(out) as tmp, gzip.open(tmp, "wt") as stream:
+            for i in range(200_000):
+                stream.write(f"{version} {i}\\n")
+        writes += 1
+        print(writes, flush=True)
+""")
+
+
+def test_kill_9_during_a_streamed_file_write_leaves_a_whole_version(tmp_path):
+    import gzip
+
+    from ricl.io import atomic_write_text
+
+    out = tmp_path / "lines.gz"
+    rng = random.Random(1)
+    for attempt in range(4):
+        writer = subprocess.Popen([sys.executable, "-c", FILE_WRITER, str(out)],
+                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+        assert writer.stdout.readline().strip()
+        time.sleep(rng.uniform(0.0, 0.3))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        lines = gzip.decompress(out.read_bytes()).decode().splitlines()
+        assert len(lines) == 200_000 and len({line.split()[0] for line in lines}) == 1
+    # the next write to the same path removes temporary files of killed writers
+    atomic_write_text(out, "done\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lines.gz"]
+    assert out.read_text() == "done\n"
+
+
 # -- kill -9 during feedback scoring and training, real processes ------------------------------
 
 RICL = [sys.executable, "-c", "import sys; from ricl.cli import main; sys.exit(main())"]
