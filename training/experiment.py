@@ -14,9 +14,10 @@ pool, split seed 0):
    each trained retriever, and the paired McNemar test of each against the base.
 
 Everything resumes: the feedback file skips finished queries, training restarts from
-its last checkpoint, the grid skips finished cells. Feedback and models go under
-``$RICL_HOME/experiments/trained`` (they are large); the grid rows, predictions and
-``trained.md`` (with wall times) go to ``eval/results/trained``.
+its last checkpoint, the grid skips finished cells. Wall times are summed over the runs
+that worked on each step (``wall-seconds-*.json`` beside the feedback file). Feedback
+and models go under ``$RICL_HOME/experiments/trained`` (they are large); the grid rows,
+predictions and ``trained.md`` (with wall times) go to ``eval/results/trained``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -55,27 +57,56 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
     fields = list(suite.input_fields)
     corpus = ricl.Corpus.from_records(suite.pool, input=fields[0] if len(fields) == 1 else fields,
                                       output="label", labels=suite.labels)
-    times = {}
-    started = time.perf_counter()
-    feedback = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
-                                work / name / f"feedback-q{n_queries}-L{n_candidates}.jsonl",
-                                n_candidates=n_candidates, lm=lm, progress=progress)
-    times["score"] = time.perf_counter() - started
+    clock = _WallClock(work / name / f"wall-seconds-q{n_queries}-L{n_candidates}.json")
+    with clock("score"):
+        feedback = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
+                                    work / name / f"feedback-q{n_queries}-L{n_candidates}.jsonl",
+                                    n_candidates=n_candidates, lm=lm, progress=progress)
     retrievers = {"base": "dense"}
     cards = {}
     for loss in LOSSES:
-        started = time.perf_counter()
-        model = train_retriever(feedback, corpus, work / name / f"{loss}-q{n_queries}",
-                                loss=loss, progress=progress)
-        times[f"train {loss}"] = time.perf_counter() - started
+        with clock(f"train {loss}"):
+            model = train_retriever(feedback, corpus, work / name / f"{loss}-q{n_queries}",
+                                    loss=loss, progress=progress)
         retrievers[loss] = str(model)
         cards[loss] = read_card(model)
-    started = time.perf_counter()
-    rows = run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir, lm=lm,
-                    progress=progress, pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
-    times["evaluate"] = time.perf_counter() - started
+    with clock("evaluate"):
+        rows = run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir, lm=lm,
+                        progress=progress, pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
     return {"suite": name, "rows": [r for r in rows if r["method"].endswith("similarity")],
-            "cards": cards, "seconds": times}
+            "cards": cards, "seconds": clock.totals()}
+
+
+class _WallClock:
+    """Wall seconds per step, summed over every run that worked on the step.
+
+    Each step resumes, so a rerun that finds a step done adds almost nothing, and a
+    step interrupted and resumed is charged for both runs. The totals live beside the
+    step's outputs, so the summary reports the work that built them, not this run's
+    share of it.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def totals(self) -> dict[str, float]:
+        try:
+            return json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    @contextmanager
+    def __call__(self, step: str):
+        from ricl.io import atomic_write_text
+
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            totals = self.totals()
+            totals[step] = totals.get(step, 0.0) + time.perf_counter() - started
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.path, json.dumps(totals, indent=2) + "\n")
 
 
 def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
