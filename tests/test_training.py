@@ -224,3 +224,18 @@ def test_bad_inputs_are_typed_errors(tmp_path, feedback, pool, queries, trec, lm
         train_retriever(feedback, small, tmp_path / "m")
     with pytest.raises(ConfigError, match="loss"):
         train_retriever(feedback, pool, tmp_path / "m", loss="triplet")
+
+
+def test_label_agreement_reports_what_the_feedback_rewards(feedback, pool):
+    from training.experiment import label_agreement
+
+    labels = {example.id: example.output for example in pool}
+    found = label_agreement(feedback, labels)
+    # The real LM's feedback on TREC rewards demonstrations of the query's own type.
+    assert found["lm_top_same"] >= found["retriever_top_same"]
+    assert found["gain_same"] > found["gain_other"]
+    assert 0.0 < found["same_label_share"] < 1.0
+    # With every candidate relabelled away from the answers, no candidate agrees.
+    unmatched = label_agreement(feedback, {key: "no such label" for key in labels})
+    assert unmatched["lm_top_same"] == unmatched["same_label_share"] == 0.0
+    assert np.isnan(unmatched["gain_same"])

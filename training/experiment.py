@@ -74,7 +74,33 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
         rows = run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir, lm=lm,
                         progress=progress, pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
     return {"suite": name, "rows": [r for r in rows if r["method"].endswith("similarity")],
+            "knn_vote": {r["retriever"]: r["value"] for r in rows if r["method"].endswith("knn-vote")},
+            "feedback": label_agreement(feedback, {r["id"]: r["label"] for r in suite.pool}),
             "cards": cards, "seconds": clock.totals()}
+
+
+def label_agreement(feedback: Path, labels: dict[str, str]) -> dict[str, float]:
+    """What the LM's feedback rewards, in terms of labels: how often the best-scored
+    candidate has the query's label (against the retriever's own first candidate), and
+    the mean gain over zero-shot of same-label and other-label candidates (nats)."""
+    import numpy as np
+
+    from training.feedback import read_feedback
+
+    _, records = read_feedback(feedback)
+    lm_top, retriever_top, same_gain, other_gain, share = [], [], [], [], []
+    for record in records:
+        same = np.array([labels[c] == record.answer for c in record.candidates])
+        gains = np.asarray(record.lm_scores) - record.zero_shot
+        lm_top.append(same[int(np.argmax(record.lm_scores))])
+        retriever_top.append(same[int(np.argmax(record.retriever_scores))])
+        share.append(same.mean())
+        same_gain.extend(gains[same])
+        other_gain.extend(gains[~same])
+    return {"same_label_share": float(np.mean(share)), "lm_top_same": float(np.mean(lm_top)),
+            "retriever_top_same": float(np.mean(retriever_top)),
+            "gain_same": float(np.mean(same_gain)) if same_gain else float("nan"),
+            "gain_other": float(np.mean(other_gain)) if other_gain else float("nan")}
 
 
 class _WallClock:
@@ -150,6 +176,21 @@ def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
         train = sum(v for k, v in t.items() if k.startswith("train"))
         lines.append(f"| {result['suite']} | " + " | ".join(losses) +
                      f" | {t['score']:.0f} | {train:.0f} | {t['evaluate']:.0f} |")
+    lines += ["", "What the feedback rewards, and what the retrievers learned: how often the "
+              "candidate the LM scores best carries the query's label (against the one BM25 "
+              "ranks first), the mean gain over zero-shot of same-label and other-label "
+              "candidates, and the kNN vote of each retriever (the majority label of its 8 "
+              "demonstrations, no LM): how well it finds same-label demonstrations.", "",
+              "| suite | same-label share of candidates | best by LM has the label | first by "
+              "BM25 has the label | gain, same label (nats) | gain, other label (nats) | "
+              "kNN vote: base | " + " | ".join(LOSSES) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(LOSSES)]
+    for result in results:
+        f, vote = result["feedback"], result["knn_vote"]
+        lines.append(f"| {result['suite']} | {f['same_label_share']:.2f} | {f['lm_top_same']:.2f} | "
+                     f"{f['retriever_top_same']:.2f} | {f['gain_same']:+.2f} | "
+                     f"{f['gain_other']:+.2f} | {vote['base']:.3f} | " +
+                     " | ".join(f"{vote[loss]:.3f}" for loss in LOSSES) + " |")
     path = out_dir / "trained.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(out_dir / "trained.json", json.dumps(
