@@ -170,6 +170,8 @@ class DenseRetriever(RetrieverBase):
             raise
         if self.backend == "chroma":  # serve from the saved copy
             self._replace_store(self._open_store(target))
+        if self.backend != "exact":  # as after load(): map the saved vectors, drop the array
+            self.embeddings = np.load(Path(path) / "embeddings.npy", mmap_mode="r")
 
     def _open_store(self, location: Path | ServerAddress) -> ChromaStore:
         store = ChromaStore(location)
@@ -194,7 +196,8 @@ class DenseRetriever(RetrieverBase):
             model = str(path / "model")
         retriever = cls(model=model, backend=card["backend"], server=card.get("server"))
         # Behind Chroma the vectors are read only for the few candidates a diversity
-        # selector compares, so map them instead of holding a second copy in memory.
+        # selector compares, so map them instead of holding a second copy in memory
+        # (save() does the same).
         mmap = "r" if card["backend"] != "exact" else None
         try:
             embeddings = np.load(path / "embeddings.npy", mmap_mode=mmap)

@@ -84,8 +84,12 @@ def test_chroma_index_is_saved_by_copy_resaved_in_place_and_leaves_no_staging_di
     retriever = ricl.DenseRetriever(backend="chroma").index(trec_corpus, embeddings=dense.embeddings)
     assert len(list((tmp_path / "tmp").glob("ricl-chroma-*"))) == 1  # built once, off to the side
     before = [r.tolist() for r in retriever.search(trec_queries, n=5).rows]
+    features = retriever.features(np.arange(10))
     retriever.save(tmp_path / "index")
     assert [r.tolist() for r in retriever.search(trec_queries, n=5).rows] == before
+    # Once saved, the process serves like a loaded index: vectors mapped from disk, not held.
+    assert isinstance(retriever.embeddings, np.memmap)
+    np.testing.assert_array_equal(retriever.features(np.arange(10)), features)
     del retriever
     gc.collect()
     assert not list((tmp_path / "tmp").glob("ricl-chroma-*"))
