@@ -41,16 +41,22 @@ WRITER = textwrap.dedent("""
 """)
 
 
+def _kill_after_first_write(script: str, out: Path, delay: float) -> None:
+    """Run ``script`` on ``out`` until it reports one whole write, then kill -9 it ``delay``
+    seconds later, most likely in the middle of the next one."""
+    writer = subprocess.Popen([sys.executable, "-c", script, str(out)],
+                              stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
+    assert writer.stdout.readline().strip()  # at least one complete write happened
+    time.sleep(delay)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+
+
 def test_kill_9_during_index_save_leaves_a_loadable_index(tmp_path):
     out = tmp_path / "idx"
     rng = random.Random(0)
     for attempt in range(6):
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(out)],
-                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-        assert writer.stdout.readline().strip()  # at least one complete save happened
-        time.sleep(rng.uniform(0.0, 0.4))
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
+        _kill_after_first_write(WRITER, out, rng.uniform(0.0, 0.4))
         loaded = ricl.PromptBuilder.load(out)
         assert len(loaded.corpus) in (1500, 1200)
         assert loaded.retriever.search(["Who wrote Hamlet ?"], n=3).rows[0].size == 3
@@ -81,12 +87,7 @@ def test_kill_9_during_a_streamed_file_write_leaves_a_whole_version(tmp_path):
     out = tmp_path / "lines.gz"
     rng = random.Random(1)
     for attempt in range(4):
-        writer = subprocess.Popen([sys.executable, "-c", FILE_WRITER, str(out)],
-                                  stdout=subprocess.PIPE, text=True, cwd=os.getcwd())
-        assert writer.stdout.readline().strip()
-        time.sleep(rng.uniform(0.0, 0.3))
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
+        _kill_after_first_write(FILE_WRITER, out, rng.uniform(0.0, 0.3))
         lines = gzip.decompress(out.read_bytes()).decode().splitlines()
         assert len(lines) == 200_000 and len({line.split()[0] for line in lines}) == 1
     # the next write to the same path removes temporary files of killed writers
