@@ -1178,6 +1178,11 @@ def _notes(results: dict[str, Any], sizes: list[dict[str, Any]], k: int,
     earlier = [f"{e['size']:,} ({e['date']})" for e in sizes if e.get("earlier")]
     if earlier:
         notes.append("Sizes carried over from an earlier run: " + ", ".join(earlier) + ".")
+    carried = sorted({(e["size"], _RETRIEVER_NAMES.get(j["retriever"], j["retriever"]), j["earlier"])
+                      for e in sizes if not e.get("earlier") for j in e["jobs"] if j.get("earlier")})
+    if carried:
+        notes.append("Retrievers carried over from an earlier run: " + "; ".join(
+            f"{name} at {size:,} ({date})" for size, name, date in carried) + ".")
     corpus = results["corpus"]
     notes.append(f"Corpus assembly: {corpus['assemble_seconds']:.0f} s "
                  "(cached after the first run).")
@@ -1227,15 +1232,24 @@ def plot_latency(results: dict[str, Any], path: Path) -> Path:
 
 
 def merge_previous(results: dict[str, Any], previous: Path) -> dict[str, Any]:
-    """Add sizes measured by an earlier run (its JSON) that this run did not measure."""
+    """Add what an earlier run (its JSON) measured and this run did not: whole sizes, and
+    within a size this run measured, the jobs of retrievers it left out."""
     try:
         old = json.loads(previous.read_text())
     except (OSError, ValueError):
         return results
     for key, entry in old.get("sizes", {}).items():
-        if key not in results["sizes"] and entry.get("jobs"):
-            results["sizes"][key] = {**entry, "earlier": True,
-                                     "date": entry.get("date") or old["header"]["date"]}
+        if not entry.get("jobs"):
+            continue
+        date = entry.get("date") or old["header"]["date"]
+        current = results["sizes"].get(key)
+        if current is None:
+            results["sizes"][key] = {**entry, "earlier": True, "date": date}
+            continue
+        measured = {(job["phase"], job["retriever"]) for job in current["jobs"]}
+        carried = [{**job, "earlier": job.get("earlier") or date} for job in entry["jobs"]
+                   if (job["phase"], job["retriever"]) not in measured]
+        current["jobs"] = carried + current["jobs"]
     return results
 
 

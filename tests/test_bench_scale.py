@@ -4,6 +4,7 @@ reports every retriever and selector."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import pytest
 
@@ -87,10 +88,11 @@ def test_tiny_run_reports_every_selector(tmp_path):
     import torch
 
     threads = torch.get_num_threads()
+    options = dict(sizes=[1000], queries=5, suites=SUITES, sources=SOURCES, cache_dir=tmp_path,
+                   isolate=False, embed_dtype="bfloat16", warmup=1, threads=1, progress=False)
     try:  # one thread: on a busy 2-core machine more threads only spin
-        results = bench_scale.run(sizes=[1000], queries=5, suites=SUITES, sources=SOURCES,
-                                  cache_dir=tmp_path, isolate=False, embed_dtype="bfloat16",
-                                  warmup=1, threads=1, progress=False)
+        results = bench_scale.run(**options)
+        bm25_only = bench_scale.run(**{**options, "retrievers": ["bm25"]})
     finally:
         torch.set_num_threads(threads)
     report = bench_scale.format_report(results)
@@ -108,3 +110,15 @@ def test_tiny_run_reports_every_selector(tmp_path):
         tmp_path, "bfloat16")
     assert (again.encoded, again.earlier_texts) == (0, 1000)  # the cache answered, timed
     assert bench_scale.plot_latency(results, tmp_path / "plot.png").stat().st_size > 0
+
+    # A later run of one retriever keeps the others' rows from the earlier run's JSON.
+    (tmp_path / "earlier.json").write_text(json.dumps(results))
+    bm25_jobs = list(bm25_only["sizes"]["1000"]["jobs"])
+    merged = bench_scale.merge_previous(bm25_only, tmp_path / "earlier.json")
+    jobs = merged["sizes"]["1000"]["jobs"]
+    assert sorted((j["phase"], j["retriever"]) for j in jobs) == sorted(
+        (j["phase"], j["retriever"]) for j in entry["jobs"])
+    assert [j for j in jobs if j["retriever"] == "bm25"] == bm25_jobs  # this run's, not the earlier
+    report = bench_scale.format_report(merged)
+    assert "| dense, Chroma HNSW | `PromptBuilder.build`, dpp |" in report
+    assert "Retrievers carried over from an earlier run: dense, Chroma HNSW at 1,000" in report
