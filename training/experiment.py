@@ -1,6 +1,7 @@
 """Does LM feedback make a better retriever? The base embedder against trained ones.
 
     python -m training.experiment [--suite trec sst2 agnews] [--queries 1000] [-L 20]
+        [--second-round contrastive --second-round-suites trec]
 
 Per suite, on the same split the evaluation grid uses (200 test items, a 5,000-item
 pool, split seed 0):
@@ -10,7 +11,9 @@ pool, split seed 0):
    (``training.score_candidates``, bfloat16);
 2. train: one retriever per loss (``contrastive`` = EPR, ``distill`` = LLM-R) from
    the packaged MiniLM-L6, one epoch;
-3. evaluate: ``eval.run_grid`` with dense similarity, k=8, for the base embedder and
+3. optionally a second round (``--second-round LOSS``): candidates re-retrieved with
+   that loss's round-1 retriever, re-scored, and training continued from it;
+4. evaluate: ``eval.run_grid`` with dense similarity, k=8, for the base embedder and
    each trained retriever, and the paired McNemar test of each against the base.
 
 Everything resumes: the feedback file skips finished queries, training restarts from
@@ -46,7 +49,7 @@ def _work_dir() -> Path:
 
 
 def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work: Path,
-              lm, progress: bool = True) -> dict:
+              lm, progress: bool = True, second_round: Sequence[str] = ()) -> dict:
     import ricl
     from eval.grid import run_grid
     from eval.suites import load_suite
@@ -70,6 +73,18 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
                                     loss=loss, progress=progress)
         retrievers[loss] = str(model)
         cards[loss] = read_card(model)
+    for loss in second_round:  # iterative mining: candidates from the round-1 retriever
+        round_two = f"{loss}-r2"
+        with clock(f"score {round_two}"):
+            mined = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
+                                     work / name / f"feedback-r2-{loss}-q{n_queries}-L{n_candidates}.jsonl",
+                                     retriever=retrievers[loss], n_candidates=n_candidates, lm=lm,
+                                     progress=progress)
+        with clock(f"train {round_two}"):
+            model = train_retriever(mined, corpus, work / name / f"{round_two}-q{n_queries}",
+                                    base_model=retrievers[loss], loss=loss, progress=progress)
+        retrievers[round_two] = str(model)
+        cards[round_two] = read_card(model)
     with clock("evaluate"):
         rows = run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir, lm=lm,
                         progress=progress, pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
@@ -135,6 +150,13 @@ class _WallClock:
             atomic_write_text(self.path, json.dumps(totals, indent=2) + "\n")
 
 
+_TITLES = {"contrastive": "contrastive (EPR)", "distill": "distill (LLM-R)"}
+
+
+def _p(value: float) -> str:
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
                   n_candidates: int) -> Path:
     from eval import metrics
@@ -144,53 +166,82 @@ def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
     def correct(row):
         return {p["id"]: bool(p["correct"]) for p in read_jsonl(out_dir / row["predictions"])}
 
+    def paired(row_a, row_b):
+        a, b = correct(row_a), correct(row_b)
+        ids = sorted(a.keys() & b.keys())
+        return metrics.mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])
+
+    def title(name):
+        if name.endswith("-r2"):
+            return f"{_TITLES.get(name[:-3], name[:-3])}, round 2"
+        return _TITLES.get(name, name)
+
+    trained = list(dict.fromkeys(name for result in results for name in result["cards"]))
     lines = [f"# Trained retrievers against the base embedder ({n_queries} training queries, "
              f"L={n_candidates}, k={K}, {N_TEST} test items)", "",
              "Dense similarity selection with the packaged all-MiniLM-L6-v2 (base) and with "
-             "retrievers fine-tuned on the default LM's feedback (bfloat16 scoring). "
-             "p: exact McNemar test against the base on the same test items. "
+             "retrievers fine-tuned on the default LM's feedback (bfloat16 scoring); round 2 "
+             "re-mines the candidates with the round-1 retriever, re-scores them and trains "
+             "on from it. p: exact McNemar test against the base on the same test items. "
              "Reproduce: `python -m training.experiment`.", "",
-             "| suite | base | contrastive (EPR) | p | distill (LLM-R) | p |", "|---|---|---|---|---|---|"]
-    gains = {loss: [] for loss in LOSSES}
+             "| suite | base | " + " | ".join(f"{title(name)} | p" for name in trained) + " |",
+             "|---|---|" + "---|---|" * len(trained)]
+    gains = {name: [] for name in trained}
     for result in results:
         by = {row["retriever"]: row for row in result["rows"]}
         base = by["base"]
         cells = [f"{base['value']:.3f} ± {base['stderr']:.3f}"]
-        for loss in LOSSES:
-            row = by[loss]
-            a, b = correct(base), correct(row)
-            ids = sorted(a.keys() & b.keys())
-            test = metrics.mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])
-            cells += [f"{row['value']:.3f} ± {row['stderr']:.3f}", f"{test.p_value:.3f}"]
-            gains[loss].append(row["value"] - base["value"])
+        for name in trained:
+            row = by.get(name)
+            if row is None:
+                cells += ["—", ""]
+                continue
+            test = paired(base, row)
+            cells += [f"{row['value']:.3f} ± {row['stderr']:.3f}", _p(test.p_value)]
+            gains[name].append(row["value"] - base["value"])
         lines.append(f"| {result['suite']} | " + " | ".join(cells) + " |")
     lines.append("| mean gain | | " + " | | ".join(
-        f"{sum(g) / len(g):+.3f}" if g else "—" for g in gains.values()) + " | |")
-    lines += ["", "Training losses (first → last logged) and wall times (2 CPU cores, shared):", "",
-              "| suite | " + " | ".join(f"{loss} loss" for loss in LOSSES) +
-              " | score s | train s | evaluate s |", "|---|" + "---|" * (len(LOSSES) + 3)]
+        f"{sum(g) / len(g):+.3f}" + (f" ({len(g)} of {len(results)} suites)"
+                                     if len(g) < len(results) else "")
+        for g in gains.values()) + " | |")
+    rounds = []
+    for result in results:
+        by = {row["retriever"]: row for row in result["rows"]}
+        for name in (n for n in trained if n.endswith("-r2") and n in by):
+            test = paired(by[name[:-3]], by[name])
+            rounds.append(f"{result['suite']} {by[name[:-3]]['value']:.3f} → {by[name]['value']:.3f} "
+                          f"({test.only_b} items fixed, {test.only_a} broken, p = {_p(test.p_value)})")
+    if rounds:
+        lines += ["", "Round 2 against round 1, same loss (exact McNemar): " + "; ".join(rounds) + "."]
+    lines += ["", "Training losses (first → last logged) and wall times (2 CPU cores, shared; "
+              "summed over the runs that worked on each step):", "",
+              "| suite | " + " | ".join(f"{title(name)} loss" for name in trained) +
+              " | score s | train s | evaluate s |", "|---|" + "---|" * (len(trained) + 3)]
     for result in results:
         cards, t = result["cards"], result["seconds"]
-        losses = [f"{cards[loss]['initial_loss']:.3f} → {cards[loss]['final_loss']:.3f}"
-                  for loss in LOSSES]
+        losses = [f"{cards[name]['initial_loss']:.3f} → {cards[name]['final_loss']:.3f}"
+                  if name in cards else "—" for name in trained]
+        score = sum(v for k, v in t.items() if k.startswith("score"))
         train = sum(v for k, v in t.items() if k.startswith("train"))
         lines.append(f"| {result['suite']} | " + " | ".join(losses) +
-                     f" | {t['score']:.0f} | {train:.0f} | {t['evaluate']:.0f} |")
+                     f" | {score:.0f} | {train:.0f} | {t['evaluate']:.0f} |")
     lines += ["", "What the feedback rewards, and what the retrievers learned: how often the "
               "candidate the LM scores best carries the query's label (against the one BM25 "
               "ranks first), the mean gain over zero-shot of same-label and other-label "
-              "candidates, and the kNN vote of each retriever (the majority label of its 8 "
-              "demonstrations, no LM): how well it finds same-label demonstrations.", "",
+              "candidates (round-1 feedback), and the kNN vote of each retriever (the majority "
+              "label of its 8 demonstrations, no LM): how well it finds same-label "
+              "demonstrations.", "",
               "| suite | same-label share of candidates | best by LM has the label | first by "
               "BM25 has the label | gain, same label (nats) | gain, other label (nats) | "
-              "kNN vote: base | " + " | ".join(LOSSES) + " |",
-              "|---|---|---|---|---|---|---|" + "---|" * len(LOSSES)]
+              "kNN vote: base | " + " | ".join(title(name) for name in trained) + " |",
+              "|---|---|---|---|---|---|---|" + "---|" * len(trained)]
     for result in results:
         f, vote = result["feedback"], result["knn_vote"]
         lines.append(f"| {result['suite']} | {f['same_label_share']:.2f} | {f['lm_top_same']:.2f} | "
                      f"{f['retriever_top_same']:.2f} | {f['gain_same']:+.2f} | "
                      f"{f['gain_other']:+.2f} | {vote['base']:.3f} | " +
-                     " | ".join(f"{vote[loss]:.3f}" for loss in LOSSES) + " |")
+                     " | ".join(f"{vote[name]:.3f}" if name in vote else "—" for name in trained)
+                     + " |")
     path = out_dir / "trained.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     atomic_write_text(out_dir / "trained.json", json.dumps(
@@ -204,6 +255,11 @@ def main(argv=None) -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("-L", "--candidates", type=int, default=20)
     parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--second-round", nargs="+", default=[], choices=LOSSES,
+                        help="re-mine candidates with these round-1 retrievers, re-score and "
+                             "train on (iterative mining, as in UDR and LLM-R)")
+    parser.add_argument("--second-round-suites", nargs="+",
+                        help="suites that get the second round (default: every --suite)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -213,8 +269,9 @@ def main(argv=None) -> None:
     out_dir, work = Path(args.out), _work_dir()
     results = []
     for name in args.suite:  # the summary is rewritten after each suite
+        second = args.second_round if name in (args.second_round_suites or args.suite) else ()
         results.append(run_suite(name, args.queries, args.candidates, out_dir, work, lm,
-                                 progress=not args.quiet))
+                                 progress=not args.quiet, second_round=second))
         print(write_summary(results, out_dir, args.queries, args.candidates))
 
 
