@@ -169,6 +169,8 @@ class DenseRetriever(RetrieverBase):
                 self._replace_store(self._open_store(target))
             raise
         if self.backend == "chroma":  # serve from the saved copy
+            # Release the staging copy first: both open at once hold two HNSW graphs.
+            self._replace_store(None)
             self._replace_store(self._open_store(target))
         if self.backend != "exact":  # as after load(): map the saved vectors, drop the array
             self.embeddings = np.load(Path(path) / "embeddings.npy", mmap_mode="r")

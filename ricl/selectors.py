@@ -9,7 +9,8 @@ exist, and then says why in ``note``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -252,12 +253,13 @@ class CoverageSelector(SelectorBase):
 
     name = "coverage"
 
-    def __init__(self, n: int = 30):
+    def __init__(self, n: int = 30, cache_mb: float = 256):
         self.pool = int(n)
-        self._token_cache: dict[int, np.ndarray] = {}
+        self.cache_mb = cache_mb
+        self._token_cache = _TokenCache(int(cache_mb * 2**20))
 
     def prepare(self, retriever: Any) -> None:
-        self._token_cache = {}
+        self._token_cache = _TokenCache(int(self.cache_mb * 2**20))
 
     def select(self, view: CandidateView, k: int) -> Selection:
         return self.select_many([view], k)[0]
@@ -279,22 +281,55 @@ class CoverageSelector(SelectorBase):
         return out
 
     def _token_recall(self, views: Sequence[CandidateView], retriever: Any) -> list[np.ndarray]:
-        missing = sorted({int(r) for view in views for r in view.rows} - set(self._token_cache))
+        tokens = self._token_cache.take({int(r) for view in views for r in view.rows})
+        missing = sorted(r for r, vectors in tokens.items() if vectors is None)
         if missing:
             corpus = retriever.corpus
             vectors = retriever.token_embeddings([corpus[r].text for r in missing])
-            self._token_cache.update(zip(missing, vectors))
+            tokens.update(zip(missing, vectors))
+            self._token_cache.put(zip(missing, vectors))
         queries = retriever.token_embeddings([view.query for view in views])
         matrices = []
         for view, query_tokens in zip(views, queries):
             # match[c, t]: how well candidate c covers query token t (best cosine)
-            match = np.stack([(query_tokens @ self._token_cache[int(r)].T).max(axis=1)
+            match = np.stack([(query_tokens @ tokens[int(r)].T).max(axis=1)
                               for r in view.rows]) if len(view.rows) else np.zeros((0, 0))
             matrices.append(np.clip(match, 0.0, None))
         return matrices
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "n": self.pool}
+
+
+class _TokenCache:
+    """Token vectors of corpus rows, the least recently used dropped past ``max_bytes``:
+    a long-running builder would otherwise keep the vectors of every row it ever saw."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._rows: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def take(self, rows: set[int]) -> dict[int, np.ndarray | None]:
+        """The cached vectors of ``rows`` (None where not cached), marked as just used."""
+        found: dict[int, np.ndarray | None] = {}
+        for row in rows:
+            found[row] = self._rows.get(row)
+            if found[row] is not None:
+                self._rows.move_to_end(row)
+        return found
+
+    def put(self, items: Iterable[tuple[int, np.ndarray]]) -> None:
+        for row, vectors in items:
+            old = self._rows.pop(row, None)
+            self.nbytes += vectors.nbytes - (old.nbytes if old is not None else 0)
+            self._rows[row] = vectors
+        while self.nbytes > self.max_bytes and self._rows:
+            _, dropped = self._rows.popitem(last=False)
+            self.nbytes -= dropped.nbytes
 
 
 def _term_cover(view: CandidateView, retriever: Any) -> np.ndarray:

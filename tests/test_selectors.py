@@ -115,3 +115,18 @@ def test_unknown_selector_and_bad_parameters():
         MMRSelector(lambda_=2.0)
     with pytest.raises(ConfigError, match="scale"):
         DPPSelector(scale=0)
+
+
+def test_coverage_token_cache_is_bounded_and_does_not_change_selections(dense, trec_queries):
+    from ricl.selectors import CoverageSelector
+
+    queries = trec_queries[:12]
+    views = views_for(dense, queries, 30)
+    unbounded = CoverageSelector(cache_mb=1024)
+    small = CoverageSelector(cache_mb=0.2)  # room for a few dozen rows' token vectors
+    expected = [unbounded.select(view, 6).rows for view in views]
+    assert [small.select(view, 6).rows for view in views] == expected
+    assert 0 < small._token_cache.nbytes <= 0.2 * 2**20
+    assert len(small._token_cache) < len(unbounded._token_cache)
+    # Rows it dropped are encoded again when needed, with the same result.
+    assert [small.select(view, 6).rows for view in views] == expected

@@ -153,8 +153,10 @@ class _WallClock:
 _TITLES = {"contrastive": "contrastive (EPR)", "distill": "distill (LLM-R)"}
 
 
-def _p(value: float) -> str:
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+def _p(value: float, prose: bool = False) -> str:
+    if value < 0.001:
+        return "< 0.001" if prose else "<0.001"
+    return f"= {value:.3f}" if prose else f"{value:.3f}"
 
 
 def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
@@ -210,7 +212,7 @@ def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
         for name in (n for n in trained if n.endswith("-r2") and n in by):
             test = paired(by[name[:-3]], by[name])
             rounds.append(f"{result['suite']} {by[name[:-3]]['value']:.3f} → {by[name]['value']:.3f} "
-                          f"({test.only_b} items fixed, {test.only_a} broken, p = {_p(test.p_value)})")
+                          f"({test.only_b} items fixed, {test.only_a} broken, p {_p(test.p_value, prose=True)})")
     if rounds:
         lines += ["", "Round 2 against round 1, same loss (exact McNemar): " + "; ".join(rounds) + "."]
     lines += ["", "Training losses (first → last logged) and wall times (2 CPU cores, shared; "
