@@ -10,6 +10,9 @@ numpy array: diversity selectors need candidate-candidate similarities.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,7 +154,10 @@ class DenseRetriever(RetrieverBase):
         released = False
         try:
             with atomic_dir(path) as tmp:
-                np.save(tmp / "embeddings.npy", self.embeddings)
+                if isinstance(self.embeddings, VectorFile):  # loaded: copy, never read whole
+                    shutil.copyfile(self.embeddings.path, tmp / "embeddings.npy")
+                else:
+                    np.save(tmp / "embeddings.npy", self.embeddings)
                 model = self._model_card(tmp)
                 if self.backend == "chroma":
                     # Copy the built store's files (no second HNSW build).
@@ -172,8 +178,8 @@ class DenseRetriever(RetrieverBase):
             # Release the staging copy first: both open at once hold two HNSW graphs.
             self._replace_store(None)
             self._replace_store(self._open_store(target))
-        if self.backend != "exact":  # as after load(): map the saved vectors, drop the array
-            self.embeddings = np.load(Path(path) / "embeddings.npy", mmap_mode="r")
+        if self.backend != "exact":  # as after load(): read the saved vectors, drop the array
+            self.embeddings = VectorFile(Path(path) / "embeddings.npy")
 
     def _open_store(self, location: Path | ServerAddress) -> ChromaStore:
         store = ChromaStore(location)
@@ -198,11 +204,13 @@ class DenseRetriever(RetrieverBase):
             model = str(path / "model")
         retriever = cls(model=model, backend=card["backend"], server=card.get("server"))
         # Behind Chroma the vectors are read only for the few candidates a diversity
-        # selector compares, so map them instead of holding a second copy in memory
-        # (save() does the same).
-        mmap = "r" if card["backend"] != "exact" else None
+        # selector compares, so read those rows from the file instead of holding a
+        # second copy in memory (save() does the same).
         try:
-            embeddings = np.load(path / "embeddings.npy", mmap_mode=mmap)
+            if card["backend"] == "exact":
+                embeddings = np.load(path / "embeddings.npy")
+            else:
+                embeddings = VectorFile(path / "embeddings.npy")
         except (OSError, ValueError) as exc:
             raise IndexLoadError(f"The dense index at {path} is corrupted ({exc}). "
                                  "Rebuild it with index() + save().") from None
@@ -219,3 +227,47 @@ class DenseRetriever(RetrieverBase):
             retriever._store = retriever._open_store(retriever.server)
         return retriever
 
+
+
+class VectorFile:
+    """The rows of a saved ``.npy`` float32 matrix, read on demand with ``pread``.
+
+    Behind Chroma only the few candidates a diversity selector compares are ever read.
+    A memory map would do that too, but every page fault maps the neighbouring cached
+    pages in as well, so after a few thousand queries the whole file (1.5 GB at a
+    million demos) counts as the process's resident memory. ``pread`` leaves the file
+    to the page cache, and is safe from many threads.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran_order, dtype = read_header(handle)
+            self._offset = handle.tell()
+        if len(shape) != 2 or fortran_order or dtype != np.float32:
+            raise ValueError(f"expected a C-ordered 2-d float32 array, found {dtype} {shape}")
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = np.dtype(np.float32)
+        self._row_bytes = self.shape[1] * 4
+        expected = self._offset + self.shape[0] * self._row_bytes
+        if self.path.stat().st_size != expected:
+            raise ValueError(f"the file holds {self.path.stat().st_size} bytes where its header "
+                             f"promises {expected}: it is truncated or damaged")
+        self._fd = os.open(self.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: Any) -> np.ndarray:
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if rows.size and (rows.min() < -self.shape[0] or rows.max() >= self.shape[0]):
+            raise IndexError(f"row out of range for {self.shape[0]} vectors")
+        out = np.empty((len(rows), self.shape[1]), dtype=np.float32)
+        for i, row in enumerate(rows % self.shape[0]):
+            data = os.pread(self._fd, self._row_bytes, self._offset + int(row) * self._row_bytes)
+            out[i] = np.frombuffer(data, dtype=np.float32)
+        return out

@@ -9,6 +9,7 @@ from rank_bm25 import BM25Okapi
 import ricl
 from retrievers import load_retriever, make_retriever
 from retrievers.bm25 import BM25Retriever
+from retrievers.dense import VectorFile
 from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError
 
 
@@ -88,7 +89,7 @@ def test_chroma_index_is_saved_by_copy_resaved_in_place_and_leaves_no_staging_di
     retriever.save(tmp_path / "index")
     assert [r.tolist() for r in retriever.search(trec_queries, n=5).rows] == before
     # Once saved, the process serves like a loaded index: vectors mapped from disk, not held.
-    assert isinstance(retriever.embeddings, np.memmap)
+    assert isinstance(retriever.embeddings, VectorFile)
     np.testing.assert_array_equal(retriever.features(np.arange(10)), features)
     del retriever
     gc.collect()
@@ -99,6 +100,14 @@ def test_chroma_index_is_saved_by_copy_resaved_in_place_and_leaves_no_staging_di
     loaded.save(tmp_path / "index")
     assert [r.tolist() for r in loaded.search(trec_queries, n=5).rows] == before
     assert [r.tolist() for r in load_retriever(tmp_path / "index").search(trec_queries, n=5).rows] == before
+    rows = [3, 0, len(trec_corpus) - 1, 3]
+    np.testing.assert_array_equal(load_retriever(tmp_path / "index").features(rows),
+                                  dense.embeddings[rows])
+    # A truncated vector file is reported as a damaged index, not read past its end.
+    vectors = tmp_path / "index" / "embeddings.npy"
+    vectors.write_bytes(vectors.read_bytes()[:-100])
+    with pytest.raises(IndexLoadError, match="truncated"):
+        load_retriever(tmp_path / "index")
 
 
 def test_corrupted_or_foreign_index_dirs_raise_index_load_error(tmp_path, bm25):
