@@ -1161,7 +1161,8 @@ def _notes(results: dict[str, Any], sizes: list[dict[str, Any]], k: int,
         "scores of their picks (`score_rows`); `votek` builds its graph on its first call.",
         "Chroma: `index()` builds the HNSW once, in an on-disk staging collection; `save()` "
         "copies its files into the index directory. Serving loads the saved collection and "
-        "memory-maps the vectors (read only for the candidates a diversity selector compares).",
+        "reads from the vector file, with `pread`, only the rows of the candidates a diversity "
+        "selector compares (a memory map would count the whole file as resident).",
         "Memory: `VmRSS` and, for peaks, `VmHWM` from `/proc/self/status` (`getrusage`'s "
         "peak would include the parent's, as it survives `exec`); a build process holds the "
         "corpus (and, dense, the vectors) besides the index; a serving process holds the "
