@@ -228,7 +228,6 @@ class DenseRetriever(RetrieverBase):
         return retriever
 
 
-
 class VectorFile:
     """The rows of a saved ``.npy`` float32 matrix, read on demand with ``pread``.
 

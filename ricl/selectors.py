@@ -9,6 +9,7 @@ exist, and then says why in ``note``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -309,6 +310,7 @@ class _TokenCache:
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._rows: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()  # one builder may serve many threads
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -316,20 +318,22 @@ class _TokenCache:
     def take(self, rows: set[int]) -> dict[int, np.ndarray | None]:
         """The cached vectors of ``rows`` (None where not cached), marked as just used."""
         found: dict[int, np.ndarray | None] = {}
-        for row in rows:
-            found[row] = self._rows.get(row)
-            if found[row] is not None:
-                self._rows.move_to_end(row)
+        with self._lock:
+            for row in rows:
+                found[row] = self._rows.get(row)
+                if found[row] is not None:
+                    self._rows.move_to_end(row)
         return found
 
     def put(self, items: Iterable[tuple[int, np.ndarray]]) -> None:
-        for row, vectors in items:
-            old = self._rows.pop(row, None)
-            self.nbytes += vectors.nbytes - (old.nbytes if old is not None else 0)
-            self._rows[row] = vectors
-        while self.nbytes > self.max_bytes and self._rows:
-            _, dropped = self._rows.popitem(last=False)
-            self.nbytes -= dropped.nbytes
+        with self._lock:
+            for row, vectors in items:
+                old = self._rows.pop(row, None)
+                self.nbytes += vectors.nbytes - (old.nbytes if old is not None else 0)
+                self._rows[row] = vectors
+            while self.nbytes > self.max_bytes and self._rows:
+                _, dropped = self._rows.popitem(last=False)
+                self.nbytes -= dropped.nbytes
 
 
 def _term_cover(view: CandidateView, retriever: Any) -> np.ndarray:
