@@ -75,9 +75,9 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
         cards[loss] = read_card(model)
     for loss in second_round:  # iterative mining: candidates from the round-1 retriever
         round_two = f"{loss}-r2"
+        mined_path = work / name / f"feedback-r2-{loss}-q{n_queries}-L{n_candidates}.jsonl"
         with clock(f"score {round_two}"):
-            mined = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
-                                     work / name / f"feedback-r2-{loss}-q{n_queries}-L{n_candidates}.jsonl",
+            mined = score_candidates(corpus, list(corpus)[:n_queries], suite.template, mined_path,
                                      retriever=retrievers[loss], n_candidates=n_candidates, lm=lm,
                                      progress=progress)
         with clock(f"train {round_two}"):
@@ -89,7 +89,8 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
         rows = run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir, lm=lm,
                         progress=progress, pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
     return {"suite": name, "rows": [r for r in rows if r["method"].endswith("similarity")],
-            "knn_vote": {r["retriever"]: r["value"] for r in rows if r["method"].endswith("knn-vote")},
+            "knn_vote": {r["retriever"]: r["value"] for r in rows
+                         if r["method"].endswith("knn-vote")},
             "feedback": label_agreement(feedback, {r["id"]: r["label"] for r in suite.pool}),
             "cards": cards, "seconds": clock.totals()}
 
@@ -211,10 +212,12 @@ def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
         by = {row["retriever"]: row for row in result["rows"]}
         for name in (n for n in trained if n.endswith("-r2") and n in by):
             test = paired(by[name[:-3]], by[name])
-            rounds.append(f"{result['suite']} {by[name[:-3]]['value']:.3f} → {by[name]['value']:.3f} "
-                          f"({test.only_b} items fixed, {test.only_a} broken, p {_p(test.p_value, prose=True)})")
+            before, after = by[name[:-3]]["value"], by[name]["value"]
+            rounds.append(f"{result['suite']} {before:.3f} → {after:.3f} ({test.only_b} items "
+                          f"fixed, {test.only_a} broken, p {_p(test.p_value, prose=True)})")
     if rounds:
-        lines += ["", "Round 2 against round 1, same loss (exact McNemar): " + "; ".join(rounds) + "."]
+        lines += ["", "Round 2 against round 1, same loss (exact McNemar): "
+                  + "; ".join(rounds) + "."]
     lines += ["", "Training losses (first → last logged) and wall times (2 CPU cores, shared; "
               "summed over the runs that worked on each step):", "",
               "| suite | " + " | ".join(f"{title(name)} loss" for name in trained) +
