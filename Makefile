@@ -37,7 +37,7 @@ test: setup $(SERVER_STAMP)
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) -m eval.bench_retrieval
+	$(PY) -m eval.benchmarks.retrieval
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,5 +1,5 @@
-"""The `ricl eval` and `ricl report` commands; ``ricl.cli`` adds them with
-:func:`add_commands` and hands their parsed arguments to :func:`run`.
+"""The `ricl eval`, `ricl report` and `ricl suites` commands: a plug-in
+of the ``ricl`` command (entry-point group ``ricl.commands``, see ``ricl.registry``).
 
     ricl eval --suite sst2 trec --retriever bm25 dense \\
               --selector random similarity dpp mmr coverage votek -k 0 4 8 \\
@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-SELECTOR_NAMES = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
+from ricl.selectors import SELECTOR_NAMES
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this package's subcommands to the ``ricl`` parser."""
     evaluate = subparsers.add_parser(
         "eval", help="run (or resume) an evaluation grid over suites, retrievers, selectors, k",
         description="Every cell writes its row to OUT/results.jsonl and its predictions to "
@@ -43,19 +44,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--no-report", action="store_true",
                           help="skip writing report.md and plots at the end")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(handler=_eval)
 
     report = subparsers.add_parser("report", help="Markdown tables and PNG plots from results.jsonl")
     report.add_argument("results", help="a results.jsonl written by `ricl eval`")
     report.add_argument("--out", help="where report.md and the plots go (default: beside it)")
+    report.set_defaults(handler=_report)
 
+    suites = subparsers.add_parser("suites", help="list the packaged evaluation suites")
+    suites.set_defaults(handler=_suites)
 
-def run(args: argparse.Namespace) -> int:
-    """Run the parsed `eval` or `report` command; 0 on success."""
-    if args.command == "eval":
-        return _eval(args)
-    if args.command == "report":
-        return _report(args)
-    raise ValueError(f"eval.commands.run() does not handle {args.command!r}")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -84,3 +82,15 @@ def _report(args: argparse.Namespace) -> int:
 
     print(write_report(args.results, args.out))
     return 0
+
+
+def _suites(args: argparse.Namespace) -> int:
+    from eval.suites import list_suites, suite_info
+
+    print("| suite | examples | labels | source |")
+    print("|---|---|---|---|")
+    for name in list_suites():
+        info = suite_info(name)
+        print(f"| {name} | {info['n_unique']} | {', '.join(info['labels'])} | {info['source']} |")
+    return 0
+

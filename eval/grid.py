@@ -120,12 +120,7 @@ class _SuiteRun:
     @property
     def corpus(self):
         if self._corpus is None:
-            from ricl.data import Corpus
-
-            inputs = self.input_fields[0] if len(self.input_fields) == 1 else list(self.input_fields)
-            labels = self.labels if self.task == "classification" and self.labels else None
-            self._corpus = Corpus.from_records(self.suite.pool, input=inputs, output="label",
-                                               labels=labels)
+            self._corpus = self.suite.corpus()
         return self._corpus
 
     def retriever(self, name: str):

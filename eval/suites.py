@@ -28,8 +28,7 @@ since such a demo gives the answer away. :func:`suites_markdown` tabulates them.
 A suite's records plug straight into the core::
 
     suite = load_suite("trec")
-    corpus = Corpus.from_records(suite.pool, input="text", output="label",
-                                 labels=suite.labels)
+    corpus = suite.corpus()
 """
 
 from __future__ import annotations
@@ -52,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.arrow import read_arrow_stream
+from ricl.data import Corpus
 from ricl.errors import ConfigError, DataError, MissingPackageError
 from ricl.text import normalize
 
@@ -86,6 +86,21 @@ class Suite:
     notes: str
     task: str = "classification"
     input_fields: tuple[str, ...] = ("text",)
+
+    def corpus(self) -> Corpus:
+        """The pool as a ricl Corpus: its input fields, ``"label"`` as the answer, and
+        the label words of a classification suite."""
+        fields = list(self.input_fields)
+        labels = self.labels if self.task == "classification" and self.labels else None
+        return Corpus.from_records(self.pool, input=fields[0] if len(fields) == 1 else fields,
+                                   output="label", labels=labels)
+
+
+def suite_corpus(name: str, pool_size: int | None = 5000, seed: int = 0) -> tuple[Corpus, str]:
+    """A packaged suite's pool as a Corpus, with the suite's template: the corpus
+    source behind ``ricl score/train --suite`` (registered in ``ricl.registry``)."""
+    suite = load_suite(name, pool_size=pool_size, seed=seed)
+    return suite.corpus(), suite.template
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from retrievers.base import Candidates, Retriever
 from retrievers.bm25 import BM25Retriever
 from retrievers.dense import DenseRetriever
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import recover_dir
+from ricl.retrieval import Candidates, Retriever
 
 __all__ = ["BM25Retriever", "Candidates", "DenseRetriever", "Retriever", "load_retriever",
            "make_retriever"]

@@ -38,23 +38,28 @@ _EXPORTS = {
     "TransformersLM": "ricl.lm",
     "OpenAICompletionsLM": "ricl.server_lm",
     "errors": "ricl.errors",
-    "BM25Retriever": "retrievers",
-    "DenseRetriever": "retrievers",
-    "make_retriever": "retrievers",
-    "load_retriever": "retrievers",
+    "Retriever": "ricl.retrieval",
+    "Candidates": "ricl.retrieval",
 }
+# Retrievers live above the core; their names resolve through the plug-in registry.
+_REGISTERED = ("BM25Retriever", "DenseRetriever", "make_retriever", "load_retriever")
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, *_REGISTERED])
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
+    if name in _REGISTERED:
+        from ricl.registry import resolve
+
+        value = resolve(name)
+    elif name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name])
+        value = module if name == "errors" else getattr(module, name)
+    else:
         raise AttributeError(f"module 'ricl' has no attribute {name!r}")
-    module = importlib.import_module(_EXPORTS[name])
-    value = module if name == "errors" else getattr(module, name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    return sorted(set(globals()) | set(__all__))

@@ -16,6 +16,8 @@ from ricl.errors import ConfigError, IndexLoadError, TemplateError
 from ricl.io import atomic_dir, recover_dir
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
+from ricl.registry import resolve
+from ricl.retrieval import SelfExclusion
 from ricl.selectors import CandidateView, Selection, make_selector
 from ricl.template import Template, as_template
 
@@ -47,8 +49,6 @@ class PromptBuilder:
                  tokenizer: Any = None, instructions: str = "", seed: int = 0,
                  exclude_self: bool = True, selector_options: Mapping[str, Any] | None = None,
                  retriever_options: Mapping[str, Any] | None = None):
-        from retrievers import make_retriever
-
         if not isinstance(corpus, Corpus):
             raise ConfigError(f"PromptBuilder needs a ricl.Corpus, not {type(corpus).__name__}; "
                               "build one with ricl.Corpus.from_records(records, input=..., output=...).")
@@ -68,7 +68,7 @@ class PromptBuilder:
             self.template = Template(self.template.text, self.template.output_slot,
                                      self.template.separator, instructions)
         self.template.check_fields(self._field_names())
-        self.retriever = make_retriever(retriever, **dict(retriever_options or {}))
+        self.retriever = resolve("make_retriever")(retriever, **dict(retriever_options or {}))
         self.selector = make_selector(selector, **dict(selector_options or {}))
         self._tokenizer_spec = tokenizer
         self._tokenizer = None
@@ -232,8 +232,6 @@ class PromptBuilder:
         return scored
 
     def _views(self, texts: list[str]) -> list[CandidateView]:
-        from retrievers.base import SelfExclusion
-
         n = self.selector.n_candidates(self.k) if self.k else 0
         if n > 0:
             found = self.retriever.search(texts, n, exclude_self=self.exclude_self)
@@ -371,8 +369,6 @@ class PromptBuilder:
     def load(cls, path: str | Path, *, selector: Any = None, tokenizer: Any = None) -> PromptBuilder:
         """Load a builder saved with :meth:`save`; pass ``selector``/``tokenizer`` to
         override (required when the saved ones were custom objects)."""
-        from retrievers import load_retriever
-
         path = Path(path)
         recover_dir(path)
         try:
@@ -382,7 +378,7 @@ class PromptBuilder:
                                  "Point to the directory that builder.save() wrote.") from None
         except ValueError as exc:
             raise IndexLoadError(f"{path}/builder.json is corrupted ({exc}). Save again.") from None
-        retriever = load_retriever(path / "retriever")
+        retriever = resolve("load_retriever")(path / "retriever")
         if selector is None:
             options = dict(config["selector"])
             if options.pop("custom", False):

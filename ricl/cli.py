@@ -1,4 +1,6 @@
-"""The `ricl` command: index, prompt, suites, demo."""
+"""The `ricl` command. The core offers `index` and `prompt`; `eval`, `report`, `suites`,
+`demo` (from ``eval``) and `score`, `train` (from ``training``) are plug-ins found
+through ``ricl.registry``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from pathlib import Path
 
 from ricl.errors import RiclError
 from ricl.placement import ORDERS
-
-SELECTOR_NAMES = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
+from ricl.registry import command_plugins
+from ricl.selectors import SELECTOR_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     index.add_argument("--template", help="e.g. 'Review: {input}\\nSentiment: {output}'")
     index.add_argument("--max-tokens", type=int)
     index.add_argument("--order", default="similar-last", choices=ORDERS)
+    index.set_defaults(handler=_index)
 
     prompt = commands.add_parser("prompt", help="build prompts from a saved index")
     prompt.add_argument("index_dir")
@@ -40,25 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--queries-file", help="one query per line")
     prompt.add_argument("--json", action="store_true", help="print prompts with their demos as JSONL")
     prompt.add_argument("--explain", action="store_true", help="show demo ids, scores and drops")
+    prompt.set_defaults(handler=_prompt)
 
-    commands.add_parser("suites", help="list the packaged evaluation suites")
-
-    demo = commands.add_parser("demo", help="the main job: compare selectors on a packaged suite")
-    demo.add_argument("--suite", default="trec")
-    demo.add_argument("-k", type=int, default=8)
-    demo.add_argument("--n-test", type=int, default=200)
-    demo.add_argument("--pool-size", type=int, default=5000)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--selectors", nargs="+", default=list(SELECTOR_NAMES), choices=SELECTOR_NAMES)
-    demo.add_argument("--backend", default="chroma", choices=("chroma", "exact"))
-    demo.add_argument("--workdir", help="where the index and results go (default: $RICL_HOME/demo)")
-
-    from eval.commands import add_commands as add_eval_commands
-
-    add_eval_commands(commands)
-    from training.commands import add_commands as add_training_commands
-
-    add_training_commands(commands)
+    for register in command_plugins():
+        register(commands)
     return parser
 
 
@@ -66,10 +54,8 @@ def _index(args) -> int:
     from ricl.builder import PromptBuilder
     from ricl.data import Corpus
 
-    path = Path(args.data)
-    reader = Corpus.from_csv if path.suffix.lower() == ".csv" else Corpus.from_jsonl
     inputs = args.input[0] if len(args.input) == 1 else args.input
-    corpus = reader(path, input=inputs, output=args.output, id=args.id, labels=args.labels)
+    corpus = Corpus.from_file(args.data, input=inputs, output=args.output, id=args.id, labels=args.labels)
     builder = PromptBuilder(corpus, retriever=args.retriever, selector=args.selector, k=args.k,
                             template=args.template, max_tokens=args.max_tokens, order=args.order)
     builder.save(args.out)
@@ -98,44 +84,12 @@ def _prompt(args) -> int:
     return 0
 
 
-def _suites(args) -> int:
-    from eval.suites import list_suites, suite_info
-
-    print("| suite | examples | labels | source |")
-    print("|---|---|---|---|")
-    for name in list_suites():
-        info = suite_info(name)
-        print(f"| {name} | {info['n_unique']} | {', '.join(info['labels'])} | {info['source']} |")
-    return 0
-
-
-def _eval(args) -> int:
-    from eval.commands import run
-
-    return run(args)
-
-
-def _training(args) -> int:
-    from training.commands import run
-
-    return run(args)
-
-
-def _demo(args) -> int:
-    from eval.demo import main_args
-
-    return main_args(args)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    handler = {"index": _index, "prompt": _prompt, "suites": _suites, "demo": _demo,
-               "eval": _eval, "report": _eval, "score": _training,
-               "train": _training}[args.command]
     try:
-        return handler(args)
+        return args.handler(args)
     except RiclError as exc:
         print(f"ricl {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -120,6 +120,12 @@ class Corpus(Sequence[Example]):
         return cls(examples, input_names=input_names, output_name=output, labels=labels)
 
     @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> Corpus:
+        """A ``.csv`` file (:meth:`from_csv`) or anything else as JSONL (:meth:`from_jsonl`)."""
+        reader = cls.from_csv if Path(path).suffix.lower() == ".csv" else cls.from_jsonl
+        return reader(path, **kwargs)
+
+    @classmethod
     def from_jsonl(cls, path: str | Path, **kwargs: Any) -> Corpus:
         """One JSON object per line; blank lines are skipped."""
         path = Path(path)

@@ -76,7 +76,7 @@ class TransformersLM:
             get smaller batches so that memory stays bounded.
         progress: show a tqdm bar over batches.
         dtype: ``"float32"`` (default, exact) or ``"bfloat16"`` (about 3x the speed
-            on CPUs with AMX/AVX-512 BF16; scores are rounded, see ``eval.bench_inference``).
+            on CPUs with AMX/AVX-512 BF16; scores are rounded, see ``eval.benchmarks.inference``).
     """
 
     def __init__(

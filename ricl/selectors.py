@@ -464,12 +464,13 @@ def votek_order(graph: sp.csr_matrix, budget: int, rho: float) -> list[int]:
 
 SELECTORS = {
     "similarity": SimilaritySelector,
-    "random": RandomSelector,
     "mmr": MMRSelector,
     "dpp": DPPSelector,
     "coverage": CoverageSelector,
     "votek": VoteKSelector,
+    "random": RandomSelector,
 }
+SELECTOR_NAMES = tuple(SELECTORS)
 
 
 def make_selector(spec: Any, **options: Any) -> Selector:

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from eval import bench_scale
+from eval.benchmarks import scale as bench_scale
 from eval.suites import load_suite, read_oe_eval_docs
 from ricl.text import normalize
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eval.demo import run_demo
+from eval.experiments.demo import run_demo
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ paired tests computed from the per-item predictions."""
 
 import json
 
-from training.experiment import write_summary
+from eval.experiments.trained import write_summary
 
 
 def _row(out_dir, suite, retriever, correct):

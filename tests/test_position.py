@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from eval import position
-from eval.position import (build_items, fitted_bias, placement_order, render,
+from eval.experiments import position
+from eval.experiments.position import (build_items, fitted_bias, placement_order, render,
                            sweep_positions, with_gold_at)
 from ricl.chunker import edges_order
 from ricl.errors import ConfigError
@@ -98,7 +98,7 @@ def test_a_study_on_the_real_lm_resumes_without_rescoring(tmp_path):
             return super().score(prompts, continuations)
 
     lm = Counting(dtype="bfloat16")
-    report = position.run(2, [2], tmp_path, lm=lm, max_new_tokens=4,
+    report = position.run(tmp_path, 2, [2], lm=lm, max_new_tokens=4,
                           placements=("retrieval", "edges", "llamaindex-reorder"))
     rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     keys = [r["key"].split("/q")[0] for r in rows]
@@ -107,7 +107,7 @@ def test_a_study_on_the_real_lm_resumes_without_rescoring(tmp_path):
     assert all(r["answer_logprob"] < 0 for r in rows)
     assert (tmp_path / "position_curve.png").stat().st_size > 0 and report.exists()
     scored = Counting.calls
-    position.run(2, [2], tmp_path, lm=lm, max_new_tokens=4,
+    position.run(tmp_path, 2, [2], lm=lm, max_new_tokens=4,
                  placements=("retrieval", "edges", "llamaindex-reorder"))
     assert Counting.calls == scored
 

@@ -227,7 +227,7 @@ def test_bad_inputs_are_typed_errors(tmp_path, feedback, pool, queries, trec, lm
 
 
 def test_label_agreement_reports_what_the_feedback_rewards(feedback, pool):
-    from training.experiment import label_agreement
+    from eval.experiments.trained import label_agreement
 
     labels = {example.id: example.output for example in pool}
     found = label_agreement(feedback, labels)

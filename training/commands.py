@@ -1,11 +1,12 @@
-"""The `ricl score` and `ricl train` commands; ``ricl.cli`` adds them with
-:func:`add_commands` and hands their parsed arguments to :func:`run`.
+"""The `ricl score` and `ricl train` commands: a plug-in of the ``ricl`` command
+(entry-point group ``ricl.commands``, see ``ricl.registry``).
 
     ricl score --suite trec --n-queries 2000 -L 20 --out runs/trec/feedback.jsonl
     ricl train runs/trec/feedback.jsonl --suite trec --loss distill --out runs/trec/retriever
     ricl index pool.jsonl --retriever runs/trec/retriever --out runs/trec/index
 
-A corpus comes from a packaged suite's pool (``--suite``) or a JSONL/CSV file
+A corpus comes from a packaged suite's pool (``--suite``, read by the suite source
+that ``ricl.registry`` names) or a JSONL/CSV file
 (``--corpus`` with ``--input``/``--output``/``--id``/``--labels``, as for
 ``ricl index``); `ricl train` must be given the corpus that `ricl score` used.
 Training queries default to the corpus itself (each query's candidates are the
@@ -15,11 +16,11 @@ other examples), the first ``--n-queries`` of them.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this package's subcommands to the ``ricl`` parser."""
     score = subparsers.add_parser(
         "score", help="score retrieved candidates with the LM: a resumable feedback file",
         description="For each training query, retrieve L candidate demos and record "
@@ -43,6 +44,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--out", required=True, help="the feedback JSONL file")
     score.add_argument("--no-resume", action="store_true", help="start the file over")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.set_defaults(handler=_score)
 
     train = subparsers.add_parser(
         "train", help="fine-tune a bi-encoder retriever from a feedback file",
@@ -65,6 +67,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--max-steps", type=int)
     train.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
 
 
 def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,31 +82,16 @@ def _corpus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", nargs="+", help="label words for integer labels (--corpus)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the parsed `score` or `train` command; 0 on success."""
-    if args.command == "score":
-        return _score(args)
-    if args.command == "train":
-        return _train(args)
-    raise ValueError(f"training.commands.run() does not handle {args.command!r}")
-
-
 def _load_corpus(args: argparse.Namespace) -> tuple[Any, str | None]:
     """The corpus and, for a suite, its template."""
     from ricl.data import Corpus
+    from ricl.registry import resolve
 
     if args.suite:
-        from eval.suites import load_suite
-
-        suite = load_suite(args.suite, pool_size=args.pool_size, seed=args.split_seed)
-        fields = list(suite.input_fields)
-        corpus = Corpus.from_records(suite.pool, input=fields[0] if len(fields) == 1 else fields,
-                                     output="label", labels=suite.labels)
-        return corpus, suite.template
-    path = Path(args.corpus)
-    reader = Corpus.from_csv if path.suffix.lower() == ".csv" else Corpus.from_jsonl
+        return resolve("suite_corpus")(args.suite, pool_size=args.pool_size, seed=args.split_seed)
     inputs = args.input[0] if len(args.input) == 1 else args.input
-    return reader(path, input=inputs, output=args.output, id=args.id, labels=args.labels), None
+    return Corpus.from_file(args.corpus, input=inputs, output=args.output, id=args.id,
+                            labels=args.labels), None
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -116,10 +104,8 @@ def _score(args: argparse.Namespace) -> int:
     if template is None:
         raise ConfigError("--template is needed with --corpus, e.g. 'Q: {input}\\nA: {output}'.")
     if args.queries:
-        path = Path(args.queries)
-        reader = Corpus.from_csv if path.suffix.lower() == ".csv" else Corpus.from_jsonl
         names = list(corpus.input_names)
-        queries = reader(path, input=names[0] if len(names) == 1 else names,
+        queries = Corpus.from_file(args.queries, input=names[0] if len(names) == 1 else names,
                          output=corpus.output_name, id=args.id, labels=corpus.labels)
     else:
         queries = corpus

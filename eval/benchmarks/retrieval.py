@@ -1,4 +1,4 @@
-"""`python -m eval.bench_retrieval`: how fast ricl retrieves and builds prompts,
+"""`python -m eval.benchmarks.retrieval`: how fast ricl retrieves and builds prompts,
 held against the per-query loops its peers run, in one process on one machine.
 
 1. BM25 top-10: ricl's batched ``BM25Retriever.search`` (bm25s, a sparse matrix)
@@ -386,7 +386,7 @@ def run(suite_name: str = "sst2", n_queries: int = 1000, peer_queries: int | Non
 def main(argv: Sequence[str] | None = None) -> int:
     from ricl.models import ricl_home
 
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_retrieval", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m eval.benchmarks.retrieval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="sst2", help="packaged suite (default: sst2)")
     parser.add_argument("--queries", type=int, default=1000,

@@ -1,6 +1,6 @@
 """Label-scoring throughput against a plain forward pass, and what bfloat16 changes.
 
-    python -m eval.bench_inference [--suite trec] [--prompts 64] [-k 8] [--threads 1] [--reps 3]
+    python -m eval.benchmarks.inference [--suite trec] [--prompts 64] [-k 8] [--threads 1] [--reps 3]
 
 The prompts are ricl's own k-shot prompts (dense similarity) for the suite's first
 test items; the continuations are the suite's label words. On the same token ids,
@@ -27,17 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-OUT = Path(__file__).resolve().parent / "results" / "bench_inference.md"
-
-
 def build_prompts(suite_name: str, n_prompts: int, k: int, tokenizer) -> tuple[list[str], list[str], list[str]]:
     import ricl
     from eval.suites import load_suite
 
     suite = load_suite(suite_name, n_test=n_prompts, pool_size=2000, seed=0)
-    field = suite.input_fields[0] if len(suite.input_fields) == 1 else list(suite.input_fields)
-    corpus = ricl.Corpus.from_records(suite.pool, input=field, output="label",
-                                      labels=suite.labels)
+    corpus = suite.corpus()
     builder = ricl.PromptBuilder(corpus, retriever="dense", k=k, template=suite.template,
                                  tokenizer=tokenizer)
     queries = [{name: r[name] for name in suite.input_fields} for r in suite.test]
@@ -71,7 +66,7 @@ def _timed(fn) -> tuple[float, float, object]:
 
 
 def run(suite: str = "trec", n_prompts: int = 64, k: int = 8, threads: int = 1,
-        reps: int = 3, out: Path | None = OUT) -> str:
+        reps: int = 3, out: Path | None = None) -> str:
     import torch
 
     from ricl.lm import TransformersLM
@@ -98,7 +93,7 @@ def run(suite: str = "trec", n_prompts: int = 64, k: int = 8, threads: int = 1,
     lines = [f"# Label scoring throughput ({suite}, {n_prompts} prompts, k={k}, "
              f"{tokens} prompt tokens, {threads} thread(s), best of {reps})", "",
              f"Machine: {platform.processor() or platform.machine()}, torch "
-             f"{torch.__version__}. Reproduce: `python -m eval.bench_inference --threads "
+             f"{torch.__version__}. Reproduce: `python -m eval.benchmarks.inference --threads "
              f"{threads}`.", "",
              "| method | wall s | tokens/s | × plain (wall) | CPU s | × plain (CPU) |",
              "|---|---|---|---|---|---|"]
@@ -129,10 +124,11 @@ def main(argv=None) -> None:
     parser.add_argument("-k", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--out", type=Path,
+                        help="also write the table here (published: eval/results/bench_inference.md)")
     args = parser.parse_args(argv)
     print(run(args.suite, args.prompts, args.k, args.threads, args.reps,
-              None if args.no_write else OUT))
+              args.out))
 
 
 if __name__ == "__main__":

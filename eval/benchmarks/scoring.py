@@ -1,6 +1,6 @@
 """Feedback scoring speed: shared-prefix KV caches against plain batched scoring, same pairs.
 
-    python -m training.bench_scoring [--queries 200] [--candidates 20] [--pool 1000]
+    python -m eval.benchmarks.scoring [--queries 200] [--candidates 20] [--pool 1000]
 
 Builds the (candidate demo, query, answer) pairs that ``score_candidates``
 scores (TREC, BM25 candidates, the queries drawn from the pool, never their own
@@ -14,7 +14,7 @@ candidate) and scores them twice in one process, from text both times:
 - shared prefix: ``TransformersLM.score_shared_prefixes``, each distinct
   candidate's KV cache computed once and reused by every query that retrieved it.
 
-The default workload mirrors the experiments' sharing (``training.experiment``:
+The default workload mirrors the experiments' sharing (``eval.experiments.trained``:
 1,000 queries over a 5,000-demo pool, 4.6 queries per distinct candidate on TREC):
 200 queries over a 1,000-demo pool.
 
@@ -39,16 +39,13 @@ import numpy as np
 
 def build_pairs(suite: str, n_queries: int, n_candidates: int, pool_size: int, retriever: str,
                 lm) -> dict:
-    import ricl
     from eval.suites import load_suite
     from retrievers import make_retriever
     from ricl.template import as_template
     from training.feedback import _retrieve, split_prompts
 
     data = load_suite(suite, pool_size=pool_size, seed=0)
-    corpus = ricl.Corpus.from_records(data.pool, input=list(data.input_fields)[0]
-                                      if len(data.input_fields) == 1 else list(data.input_fields),
-                                      output="label", labels=data.labels)
+    corpus = data.corpus()
     template = as_template(data.template, corpus.output_name)
     queries = list(corpus)[:n_queries]
     index = make_retriever(retriever).index(corpus)

