@@ -33,6 +33,8 @@ _EXPORTS = {
     "Chunk": "ricl.chunker",
     "Selection": "ricl.selectors",
     "CandidateView": "ricl.selectors",
+    "Selector": "ricl.selectors",
+    "SelectorBase": "ricl.selectors",
     "make_selector": "ricl.selectors",
     "LM": "ricl.lm",
     "TransformersLM": "ricl.lm",

@@ -18,8 +18,9 @@ from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
 from ricl.retrieval import SelfExclusion
-from ricl.selectors import CandidateView, Selection, make_selector
+from ricl.selectors import CandidateView, Selection, make_selector, select_many, selector_name
 from ricl.template import Template, as_template
+from ricl.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,14 @@ class PromptBuilder:
 
     Construction is cheap; the corpus is indexed on the first ``build`` (or by an
     explicit ``index()``). ``retriever``: "bm25", "dense", "dense:chroma", a path to a
-    sentence-transformers model directory, or a Retriever. ``selector``: "similarity",
-    "mmr", "dpp", "coverage", "votek", "random", or a Selector. ``max_tokens`` counts
-    tokens with the target LM's tokenizer (``tokenizer``: None = the default LM,
-    SmolLM2-135M; a local model dir; or a Hugging Face tokenizer object).
+    sentence-transformers model directory, or any :class:`ricl.Retriever`. ``selector``:
+    "similarity", "mmr", "dpp", "coverage", "votek", "random", or any
+    :class:`ricl.Selector`. ``max_tokens`` counts tokens in the target LM's tokens
+    (``tokenizer``: None = the default LM, SmolLM2-135M; a local model dir; a Hugging
+    Face tokenizer; or the scoring LM itself, anything with ``count_tokens``);
+    ``Prompt.tokenizer`` says which counted. ``seed`` seeds every random part: a named
+    selector that draws at random (random, votek) and ``order="random"``; a Selector
+    object keeps its own.
     """
 
     def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
@@ -69,9 +74,8 @@ class PromptBuilder:
                                      self.template.separator, instructions)
         self.template.check_fields(self._field_names())
         self.retriever = resolve("make_retriever")(retriever, **dict(retriever_options or {}))
-        self.selector = make_selector(selector, **dict(selector_options or {}))
-        self._tokenizer_spec = tokenizer
-        self._tokenizer = None
+        self.selector = make_selector(selector, shared_seed=self.seed, **dict(selector_options or {}))
+        self.tokens = TokenCounter(tokenizer)
         self._chunker = None
         self._demo_tokens: dict[int, int] = {}
         self._lock = threading.RLock()
@@ -95,24 +99,12 @@ class PromptBuilder:
 
     @property
     def tokenizer(self):
-        with self._lock:
-            if self._tokenizer is None:
-                spec = self._tokenizer_spec
-                if spec is None or isinstance(spec, (str, Path)):
-                    from ricl.models import load_tokenizer
-
-                    self._tokenizer = load_tokenizer(spec)
-                else:
-                    self._tokenizer = spec
-            return self._tokenizer
+        """The Hugging Face tokenizer the budget is counted with (None for an LM that
+        counts on a server)."""
+        return self.tokens.tokenizer
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        tokenizer = self.tokenizer
-        with self._lock:  # Rust tokenizers raise "Already borrowed" if settings change mid-call
-            encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return self.tokens.count(texts)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -182,7 +174,7 @@ class PromptBuilder:
     def _build_chunk(self, fields: list[dict[str, str]], documents=None) -> list[Prompt]:
         texts = [f["input"] for f in fields]
         views = self._views(texts)
-        selections = self.selector.select_many(views, self.k) if self.k else \
+        selections = select_many(self.selector, views, self.k) if self.k else \
             [Selection(()) for _ in views]
         scores = self._scores(views, selections)
         query_texts = [self.template.render_query(f) for f in fields]
@@ -199,7 +191,7 @@ class PromptBuilder:
             if self._chunker is None:
                 from ricl.chunker import LongContextChunker
 
-                self._chunker = LongContextChunker(tokenizer=self.tokenizer)
+                self._chunker = LongContextChunker(tokenizer=self.tokens.encoder())
             return self._chunker
 
     def _score_documents(self, queries: list[str], documents) -> list[list[tuple[str, str, float]]]:
@@ -235,16 +227,44 @@ class PromptBuilder:
         n = self.selector.n_candidates(self.k) if self.k else 0
         if n > 0:
             found = self.retriever.search(texts, n, exclude_self=self.exclude_self)
-            return [CandidateView(q, r, s, self.retriever, e)
-                    for q, r, s, e in zip(texts, found.rows, found.scores, found.excluded)]
+            if len(found.rows) != len(texts) or len(found.scores) != len(texts):
+                raise ConfigError(f"retriever {self.retriever_kind!r} returned candidates for "
+                                  f"{len(found.rows)} of {len(texts)} queries; return one list "
+                                  "per query.")
+            rows, scores, excluded = list(found.rows), list(found.scores), found.excluded
+            if len(excluded) != len(texts):  # a user's retriever: apply the rule here
+                excluded = self._excluded(texts)
+                hit = [i for i, e in enumerate(excluded) if e]
+                if hit:  # ask again for as many more as will be dropped
+                    extra = max(len(excluded[i]) for i in hit)
+                    again = self.retriever.search([texts[i] for i in hit], n + extra,
+                                                  exclude_self=self.exclude_self)
+                    for i, r, s in zip(hit, again.rows, again.scores):
+                        rows[i], scores[i] = r, s
+            views = []
+            for q, r, s, e in zip(texts, rows, scores, excluded):
+                r, s = np.asarray(r, dtype=np.int64), np.asarray(s, dtype=np.float64)
+                if e:
+                    keep = ~np.isin(r, list(e))
+                    r, s = r[keep], s[keep]
+                views.append(CandidateView(q, r[:n], s[:n], self.retriever, e, self.corpus))
+            return views
+        empty = np.zeros(0, dtype=np.int64)
+        return [CandidateView(q, empty, np.zeros(0), self.retriever, e, self.corpus)
+                for q, e in zip(texts, self._excluded(texts))]
+
+    def _excluded(self, texts: list[str]) -> list[frozenset[int]]:
+        """Per query, the corpus rows that are the query itself (never its own demo)."""
+        if not self.exclude_self:
+            return [frozenset()] * len(texts)
         with self._lock:
             if not hasattr(self, "_self_rows"):
                 self._self_rows = SelfExclusion(self.corpus)
-        excluded = (self._self_rows.rows_of(texts) if self.exclude_self
-                    else [frozenset()] * len(texts))
-        empty = np.zeros(0, dtype=np.int64)
-        return [CandidateView(q, empty, np.zeros(0), self.retriever, e)
-                for q, e in zip(texts, excluded)]
+        return self._self_rows.rows_of(texts)
+
+    @property
+    def retriever_kind(self) -> str:
+        return getattr(self.retriever, "kind", None) or type(self.retriever).__name__
 
     def _scores(self, views: list[CandidateView], selections: list[Selection]) -> list[list[float | None]]:
         """Retriever score of every selected demo; looked up when the selector went
@@ -256,7 +276,7 @@ class PromptBuilder:
             result.append(row_scores)
             if any(s is None for s in row_scores):
                 missing.append(i)
-        if missing:
+        if missing and hasattr(self.retriever, "score_rows"):  # optional for a user's retriever
             looked_up = self.retriever.score_rows([views[i].query for i in missing],
                                                   [np.array(selections[i].rows) for i in missing])
             for i, values in zip(missing, looked_up):
@@ -321,8 +341,9 @@ class PromptBuilder:
         return Prompt(text=text, query=query, demos=demos, token_count=total,
                       max_tokens=self.max_tokens, dropped=drops, notes=tuple(notes),
                       documents=tuple(placed_docs),
-                      selector=self.selector.name, retriever=self.retriever.kind,
-                      answer_prefix=self.template.answer_prefix or " ")
+                      selector=selector_name(self.selector), retriever=self.retriever_kind,
+                      answer_prefix=self.template.answer_prefix or " ",
+                      tokenizer=self.tokens.name)
 
     def _place_documents(self, documents, demo_texts: list[str], query_text: str, total: int):
         """Fill what the budget leaves after query and demos with the best documents."""
@@ -350,6 +371,10 @@ class PromptBuilder:
     def save(self, path: str | Path) -> None:
         """Write the index, corpus and settings to ``path`` (atomically: a crash leaves
         the previous save intact)."""
+        if not hasattr(self.retriever, "save"):
+            raise ConfigError(f"this builder's retriever ({self.retriever_kind}) is your own object "
+                              "without save(); custom retrievers are not persisted. Save your "
+                              "corpus and rebuild the builder, or give the retriever a save().")
         self.index()
         config = {
             "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
@@ -359,7 +384,7 @@ class PromptBuilder:
                          "instructions": self.template.instructions},
             "selector": self.selector.config() if hasattr(self.selector, "config")
             else {"name": getattr(self.selector, "name", "custom"), "custom": True},
-            "tokenizer": _tokenizer_card(self._tokenizer_spec),
+            "tokenizer": self.tokens.card(),
         }
         with atomic_dir(path) as tmp:
             self.retriever.save(tmp / "retriever")
@@ -397,25 +422,9 @@ class PromptBuilder:
                    tokenizer=tokenizer, seed=config["seed"], exclude_self=config["exclude_self"])
 
     def __repr__(self) -> str:
-        return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever.kind}, "
-                f"selector={self.selector.name}, k={self.k}, order={self.order!r}, "
+        return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever_kind}, "
+                f"selector={selector_name(self.selector)}, k={self.k}, order={self.order!r}, "
                 f"max_tokens={self.max_tokens})")
-
-
-def _tokenizer_card(spec: Any) -> str | None:
-    """None for the default LM's tokenizer, a directory path, or "custom"."""
-    if spec is None:
-        return None
-    if not isinstance(spec, (str, Path)):
-        spec = getattr(spec, "name_or_path", None)
-        if not spec or not Path(spec).is_dir():
-            return "custom"
-    from ricl.models import DEFAULT_LM_NAME, ricl_home
-
-    path = Path(spec).resolve()
-    if path == (ricl_home() / "models" / DEFAULT_LM_NAME).resolve():
-        return None  # portable: the default is found again on whatever machine loads it
-    return str(path)
 
 
 def _as_text(item: Any, query: int, doc: int) -> str:

@@ -55,6 +55,7 @@ class Prompt:
     answer_prefix: str = " "
     documents: tuple[PlacedDocument, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = ""  # whose tokens token_count and max_tokens are in
 
     @property
     def demo_ids(self) -> list[str]:
@@ -67,7 +68,8 @@ class Prompt:
         """A short human-readable account of what went into the prompt and why."""
         lines = [f"{len(self.demos)} demos via {self.retriever}/{self.selector}, "
                  f"{self.token_count} tokens" +
-                 (f" of {self.max_tokens}" if self.max_tokens else "")]
+                 (f" of {self.max_tokens}" if self.max_tokens else "") +
+                 (f" ({self.tokenizer})" if self.tokenizer else "")]
         for demo in self.demos:
             score = "n/a" if demo.score is None else f"{demo.score:.3f}"
             text = " | ".join(demo.fields.values())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -21,25 +20,26 @@ from ricl.text import normalize
 
 @runtime_checkable
 class Retriever(Protocol):
-    """Where candidate demonstrations come from.
+    """Where candidate demonstrations come from: what ``PromptBuilder(retriever=...)``
+    accepts besides a name.
 
-    ``index(corpus)`` does the heavy work once; ``search`` is batched over queries.
+    Required: ``index(corpus)`` does the heavy work once and returns the retriever;
+    ``search(queries, n, *, exclude_self=True)`` is batched over queries and returns
+    :class:`Candidates` (corpus rows and scores per query, best first). A retriever
+    that ignores ``exclude_self`` is fine: the builder drops a query's own row itself.
+
+    Optional, used when present: ``kind`` (a short name shown in ``Prompt.retriever``),
+    ``corpus`` (the indexed Corpus), ``score_rows(queries, rows)`` (scores of demos a
+    selector picked beyond the candidates, e.g. ``random``), ``kernel(rows)``
+    (candidate-candidate similarities, needed by ``mmr`` and ``dpp``),
+    ``features(rows)`` (vectors, needed by ``votek``), ``encode(texts)`` (scores
+    supporting documents), ``save(path)`` (ricl's own retrievers persist; a builder
+    over a user's retriever is not saved).
     """
-
-    kind: str
-    corpus: Corpus | None
 
     def index(self, corpus: Corpus) -> "Retriever": ...
 
     def search(self, queries: Sequence[str], n: int, *, exclude_self: bool = True) -> "Candidates": ...
-
-    def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]: ...
-
-    def features(self, rows: np.ndarray) -> Any: ...
-
-    def kernel(self, rows: np.ndarray) -> np.ndarray: ...
-
-    def save(self, path: str | Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,14 @@ class Candidates:
 
     ``rows[i]`` are corpus row indices for query ``i`` and ``scores[i]`` their
     retriever scores (cosine for dense, BM25 otherwise). Lists are ragged only when
-    the corpus has fewer than ``n`` usable examples for a query.
+    the corpus has fewer than ``n`` usable examples for a query. ``excluded[i]``: the
+    rows left out because they are query ``i`` itself (empty: not reported).
     """
 
     queries: tuple[str, ...]
     rows: tuple[np.ndarray, ...]
     scores: tuple[np.ndarray, ...]
-    retriever: Any = field(repr=False)
+    retriever: Any = field(default=None, repr=False)
     excluded: tuple[frozenset[int], ...] = ()
 
     @property

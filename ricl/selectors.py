@@ -1,14 +1,18 @@
 """Choosing k demonstrations from a query's candidates.
 
-Every selector answers one protocol: ``select(view, k) -> Selection`` where
-``view`` holds one query's retrieved candidates (best first) and the retriever
-that found them. A selection holds k distinct corpus rows, fewer only when fewer
-exist, and then says why in ``note``.
+Every selector answers one protocol, :class:`Selector`: ``n_candidates(k)`` says
+how many retrieved candidates it wants, and ``select(view, k) -> Selection`` picks
+from ``view`` (a :class:`CandidateView`: one query's retrieved candidates, best
+first, and the retriever that found them). A selection holds k distinct corpus
+rows, fewer only when fewer exist, and then says why in ``note``. ``select_many``
+(batched) and ``prepare`` (query-independent set-up) are optional: the builder
+falls back to ``select`` per query, and :class:`SelectorBase` provides both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -30,27 +34,85 @@ class CandidateView:
     scores: np.ndarray
     retriever: Any = field(repr=False)
     excluded: frozenset[int] = frozenset()
+    corpus: Any = field(default=None, repr=False)
 
     @property
     def corpus_size(self) -> int:
-        return len(self.retriever.corpus)
+        """Rows in the corpus being searched (``excluded`` rows included)."""
+        return len(self.corpus if self.corpus is not None else self.retriever.corpus)
 
 
 @dataclass(frozen=True)
 class Selection:
+    """What a selector chose: corpus rows in order of choice, and why it chose fewer
+    than k (``note``), if it did."""
+
     rows: tuple[int, ...]
     note: str = ""
 
 
 @runtime_checkable
 class Selector(Protocol):
-    name: str
+    """What ``PromptBuilder(selector=...)`` accepts besides a selector name.
 
-    def n_candidates(self, k: int) -> int:
-        """How many retrieved candidates this selector wants for a given k (0: none)."""
-        ...
+    ``n_candidates(k)``: how many retrieved candidates to hand over per query (0: none,
+    the selector draws from the whole corpus, like ``random``). ``select(view, k)``: a
+    :class:`Selection`, or a plain sequence of corpus rows. Optional: ``name`` (shown
+    in ``Prompt.selector``), ``select_many(views, k)`` for batched work and
+    ``prepare(retriever)`` for query-independent set-up (subclass :class:`SelectorBase`
+    to have both).
+    """
+
+    def n_candidates(self, k: int) -> int: ...
 
     def select(self, view: CandidateView, k: int) -> Selection: ...
+
+
+def select_many(selector: Any, views: Sequence[CandidateView], k: int) -> list[Selection]:
+    """``selector.select_many`` when it has one, else ``select`` per view; every
+    result checked: distinct corpus rows, at most k of them."""
+    batch = getattr(selector, "select_many", None)
+    chosen = batch(views, k) if batch is not None else [selector.select(view, k) for view in views]
+    chosen = list(chosen)
+    if len(chosen) != len(views):
+        raise ConfigError(f"selector {selector_name(selector)!r} returned {len(chosen)} selections "
+                          f"for {len(views)} queries; return one per query.")
+    return [_checked(selection, view, k, selector) for selection, view in zip(chosen, views)]
+
+
+def _checked(selection: Any, view: CandidateView, k: int, selector: Any) -> Selection:
+    if not isinstance(selection, Selection):
+        if isinstance(selection, (str, bytes)) or not isinstance(selection, Iterable):
+            raise ConfigError(f"selector {selector_name(selector)!r} returned "
+                              f"{type(selection).__name__}; return a ricl.Selection or a list "
+                              "of corpus rows.")
+        selection = Selection(tuple(selection))
+    rows = selection.rows
+    bad = [r for r in rows if isinstance(r, bool) or not isinstance(r, (int, np.integer))
+           or not 0 <= r < view.corpus_size]
+    if bad:
+        raise ConfigError(f"selector {selector_name(selector)!r} chose {bad[:3]!r} for query "
+                          f"{view.query[:40]!r}: rows must be integers in [0, {view.corpus_size}).")
+    if len(set(rows)) != len(rows) or len(rows) > k:
+        raise ConfigError(f"selector {selector_name(selector)!r} chose {list(rows)!r} for query "
+                          f"{view.query[:40]!r}: at most k={k} distinct rows.")
+    leaked = set(rows) & view.excluded
+    if leaked:
+        raise ConfigError(f"selector {selector_name(selector)!r} chose row(s) {sorted(leaked)} "
+                          f"for query {view.query[:40]!r}: they are the query itself "
+                          "(view.excluded); leave them out.")
+    return Selection(tuple(int(r) for r in rows), selection.note)
+
+
+def selector_name(selector: Any) -> str:
+    return getattr(selector, "name", None) or type(selector).__name__
+
+
+def _need(retriever: Any, method: str, selector: str, what: str) -> None:
+    if not hasattr(retriever, method):
+        raise ConfigError(f"selector {selector!r} needs {what}, which this retriever "
+                          f"({getattr(retriever, 'kind', type(retriever).__name__)}) lacks: give "
+                          f"it a {method}() method or choose another selector.")
 
 
 class SelectorBase:
@@ -83,7 +145,7 @@ def _short_note(got: int, k: int, available: int) -> str:
 def _relevance(view: CandidateView) -> np.ndarray:
     """Retriever scores mapped to [0, 1]-ish: cosines stay, BM25 is divided by its max."""
     scores = np.asarray(view.scores, dtype=np.float64)
-    if view.retriever.kind == "bm25":
+    if getattr(view.retriever, "kind", None) == "bm25":
         top = scores.max() if len(scores) else 0.0
         return scores / top if top > 0 else np.zeros_like(scores)
     return scores
@@ -155,6 +217,7 @@ class MMRSelector(SelectorBase):
         if n == 0:
             return Selection((), _short_note(0, k, 0))
         relevance = _relevance(view)
+        _need(view.retriever, "kernel", self.name, "candidate similarities")
         sims = view.retriever.kernel(view.rows)
         chosen = select_mmr(relevance, sims, min(k, n), self.lambda_)
         return Selection(tuple(int(view.rows[i]) for i in chosen), _short_note(len(chosen), k, n))
@@ -202,6 +265,7 @@ class DPPSelector(SelectorBase):
             return Selection((), _short_note(0, k, 0))
         relevance = _relevance(view)
         quality = np.exp((relevance - relevance.max()) / (2.0 * self.scale))
+        _need(view.retriever, "kernel", self.name, "candidate similarities")
         kernel = quality[:, None] * view.retriever.kernel(view.rows) * quality[None, :]
         chosen = select_dpp_greedy(kernel, min(k, n))
         note = ""
@@ -272,6 +336,7 @@ class CoverageSelector(SelectorBase):
         if hasattr(retriever, "token_embeddings"):
             gains = self._token_recall(views, retriever)
         else:
+            _need(retriever, "term_weights", self.name, "token embeddings or term weights")
             gains = [_term_cover(view, retriever) for view in views]
         out = []
         for view, matrix in zip(views, gains):
@@ -401,6 +466,7 @@ class VoteKSelector(SelectorBase):
             rows = np.sort(np.random.default_rng(self.seed).choice(size, self.max_pool,
                                                                    replace=False))
         self._pool_rows = rows
+        _need(self._retriever, "features", self.name, "corpus feature vectors")
         self._graph = knn_graph(self._retriever.features(rows), self.neighbors)
 
     def _extend(self, budget: int) -> None:
@@ -473,13 +539,32 @@ SELECTORS = {
 SELECTOR_NAMES = tuple(SELECTORS)
 
 
-def make_selector(spec: Any, **options: Any) -> Selector:
+def make_selector(spec: Any, *, shared_seed: int | None = None, **options: Any) -> Selector:
+    """A selector by name (with ``options``) or a user's Selector object, as is.
+
+    ``shared_seed`` (the builder's ``seed``) seeds a named selector that draws at random
+    (random, votek); a different ``options["seed"]`` is a conflict, not silently
+    overridden. A Selector object keeps its own seed.
+    """
+    seed = shared_seed
     if isinstance(spec, str):
         if spec not in SELECTORS:
             raise ConfigError(f"selector={spec!r} is unknown; choose one of {sorted(SELECTORS)} "
                               "or pass a Selector object.")
-        return SELECTORS[spec](**options)
+        cls = SELECTORS[spec]
+        if seed is not None and "seed" in inspect.signature(cls).parameters:
+            if options.get("seed", seed) != seed:
+                raise ConfigError(f"seed={seed} and selector_options seed={options['seed']} "
+                                  "disagree; give the seed once, as PromptBuilder(seed=...).")
+            options["seed"] = seed
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise ConfigError(f"selector {spec!r} does not take these options: {exc}.") from None
     if hasattr(spec, "select") and hasattr(spec, "n_candidates"):
+        if options:
+            raise ConfigError(f"selector_options {sorted(options)} apply to selector names only; "
+                              "configure your Selector object directly.")
         return spec
     raise ConfigError(f"selector={spec!r} is neither a selector name ({sorted(SELECTORS)}) "
                       "nor an object with select() and n_candidates().")
