@@ -62,6 +62,8 @@ class PromptBuilder:
         if max_tokens is not None and (isinstance(max_tokens, bool) or
                                        not isinstance(max_tokens, (int, np.integer)) or max_tokens <= 0):
             raise ConfigError(f"max_tokens={max_tokens!r}: must be a positive integer or None.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ConfigError(f"seed={seed!r}: must be an integer (it seeds every random part).")
         self.corpus = corpus
         self.k = int(k)
         self.max_tokens = None if max_tokens is None else int(max_tokens)
