@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from eval import suites
-from eval.arrow import read_arrow_stream
-from eval.suites import (Suite, converters, files, list_suites, load_suite, read_oe_eval_docs,
-                         registry, suite_info, suites_markdown)
+from eval.suites import (Suite, converters, files, list_suites, load_suite, read_arrow_stream,
+                         read_oe_eval_docs, registry, suite_info, suites_markdown)
 from ricl.errors import ConfigError, DataError, MissingPackageError
 from ricl.text import normalize
 
@@ -220,6 +219,7 @@ def test_arrow_reader_checks_the_recorded_size_and_truncation(tmp_path):
     rows = read_arrow_stream(arrow)
     assert len(rows) == 56 and set(rows[0]) == {"premise", "hypothesis", "idx", "label"}
     assert [row["idx"] for row in rows] == list(range(56))
+    assert rows[0]["hypothesis"] == "Valence was helping" and rows[0]["label"] == 1
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     info["splits"]["validation"]["num_examples"] = 57
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))

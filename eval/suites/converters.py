@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.arrow import read_arrow_stream
+from eval.suites.arrow import read_arrow_stream
 from eval.suites.model import Record, SuiteSpec
 from eval.suites.oe_eval import read_oe_eval_docs
 from ricl.errors import DataError
