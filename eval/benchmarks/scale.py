@@ -162,8 +162,7 @@ class TextSource:
 
 
 def _rows(path: Path) -> Iterable[dict[str, Any]]:
-    from eval.arrow import read_arrow_stream
-    from eval.suites import load_restricted_pickle, read_oe_eval_docs
+    from eval.suites import load_restricted_pickle, read_arrow_stream, read_oe_eval_docs
 
     if path.name.endswith(".jsonl.gz"):
         return read_oe_eval_docs(path)
