@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import numpy as np
@@ -12,9 +13,15 @@ from ricl import models
 from ricl.errors import MissingPackageError, ModelLoadError
 
 
-def test_importing_models_turns_hub_access_off():
-    assert "HF_HUB_OFFLINE" in os.environ
-    assert "TRANSFORMERS_OFFLINE" in os.environ
+def test_importing_ricl_turns_hub_access_off():
+    # In a fresh interpreter whose environment allows the hub: this process's own
+    # environment has already been set by conftest's `import ricl`.
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    script = ("import os, ricl.models; "
+              "print(os.environ.get('HF_HUB_OFFLINE'), os.environ.get('TRANSFORMERS_OFFLINE'))")
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["1", "1"]
 
 
 def test_ricl_home_follows_the_environment(monkeypatch, tmp_path):

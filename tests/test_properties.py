@@ -112,3 +112,18 @@ def test_random_selection_walks_the_allowed_rows_and_draws_as_choice_over_them(n
     expected = np.random.default_rng(seed).choice(allowed, size=take, replace=False)
     positions = np.random.default_rng(seed).choice(len(allowed), size=take, replace=False)
     assert [_nth_allowed(int(p), skipped) for p in positions] == expected.tolist()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=1, max_value=40), st.floats(min_value=0.0, max_value=1.0))
+def test_edges_order_is_a_permutation_with_the_best_at_an_edge(n, bias):
+    from ricl.chunker import edges_order
+
+    order = edges_order(n, bias=bias)
+    assert sorted(order) == list(range(n))
+    assert 0 in (order[0], order[-1])  # the best sits at an edge
+    if bias >= 0.5:  # leaning to the end: the best is last
+        assert order[-1] == 0
+    if bias == 0.5:  # both edges alike: each next rank sits no nearer an edge
+        distance = {rank: min(i, n - 1 - i) for i, rank in enumerate(order)}
+        assert all(distance[r] <= distance[r + 1] for r in range(n - 1))
