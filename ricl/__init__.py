@@ -39,6 +39,8 @@ _EXPORTS = {
     "LM": "ricl.lm",
     "TransformersLM": "ricl.lm",
     "OpenAICompletionsLM": "ricl.server_lm",
+    "Predictor": "ricl.predictor",
+    "Prediction": "ricl.predictor",
     "errors": "ricl.errors",
     "Retriever": "ricl.retrieval",
     "Candidates": "ricl.retrieval",

@@ -202,7 +202,7 @@ def test_qa_and_multiple_choice_cells(tmp_path, lm, task):
 
 def test_content_free_prompts_keep_the_demos_and_replace_the_query(trec_corpus, trec_queries, bm25):
     import ricl
-    from eval.inference import CONTENT_FREE, content_free_prompts
+    from ricl.inference import CONTENT_FREE, content_free_prompts
 
     builder = ricl.PromptBuilder(trec_corpus, retriever=bm25, selector="similarity", k=3,
                                  template="Question: {input}\nAnswer type: {output}")

@@ -124,7 +124,7 @@ def test_paired_bootstrap_is_seeded_and_sensible():
 def test_contextual_calibration_divides_by_the_content_free_distribution():
     import numpy as np
 
-    from eval.inference import contextual_calibration
+    from ricl.inference import contextual_calibration
 
     log_probs = np.log([[0.7, 0.3], [0.95, 0.05]])
     content_free = [np.log([[0.8, 0.2], [0.9, 0.1]]), np.log([[1.0, 0.0 + 1e-12], [0.9, 0.1]])]

@@ -252,7 +252,7 @@ def _run_condition(store: _Store, lm: Any, key: str, items: Sequence[Item],
         return done
     import time
 
-    from eval.inference import continuation_lengths
+    from ricl.inference import continuation_lengths
 
     prompts = [render(item.question, documents(item)) for item in items]
     answers = [" " + item.answers[0] for item in items]
