@@ -13,6 +13,7 @@ import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError, TemplateError
+from ricl.formats import ChatFormat, TextFormat, check_format
 from ricl.io import atomic_dir, recover_dir
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
@@ -45,7 +46,11 @@ class PromptBuilder:
     Face tokenizer; or the scoring LM itself, anything with ``count_tokens``);
     ``Prompt.tokenizer`` says which counted. ``seed`` seeds every random part: a named
     selector that draws at random (random, votek) and ``order="random"``; a Selector
-    object keeps its own.
+    object keeps its own. ``format``: "text" (demos joined by the template's separator)
+    or "chat" (``Prompt.messages``: instructions as the system turn, each demo a user
+    and an assistant turn, the query the last user turn; ``Prompt.text`` is the
+    tokenizer's chat template applied with the generation prompt, and the budget
+    counts that text).
     """
 
     def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
@@ -53,7 +58,7 @@ class PromptBuilder:
                  max_tokens: int | None = None, order: str = "similar-last",
                  tokenizer: Any = None, instructions: str = "", seed: int = 0,
                  exclude_self: bool = True, selector_options: Mapping[str, Any] | None = None,
-                 retriever_options: Mapping[str, Any] | None = None):
+                 retriever_options: Mapping[str, Any] | None = None, format: str = "text"):
         if not isinstance(corpus, Corpus):
             raise ConfigError(f"PromptBuilder needs a ricl.Corpus, not {type(corpus).__name__}; "
                               "build one with ricl.Corpus.from_records(records, input=..., output=...).")
@@ -78,6 +83,8 @@ class PromptBuilder:
         self.retriever = resolve("make_retriever")(retriever, **dict(retriever_options or {}))
         self.selector = make_selector(selector, shared_seed=self.seed, **dict(selector_options or {}))
         self.tokens = TokenCounter(tokenizer)
+        self.format = check_format(format)
+        self._layout = None
         self._chunker = None
         self._demo_tokens: dict[int, int] = {}
         self._lock = threading.RLock()
@@ -107,6 +114,15 @@ class PromptBuilder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self.tokens.count(texts)
+
+    @property
+    def layout(self) -> TextFormat | ChatFormat:
+        """How prompts are laid out (``format``): plain text or chat messages."""
+        with self._lock:
+            if self._layout is None:
+                self._layout = (ChatFormat(self.template, self.tokens.tokenizer)
+                                if self.format == "chat" else TextFormat(self.template))
+            return self._layout
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -179,13 +195,11 @@ class PromptBuilder:
         selections = select_many(self.selector, views, self.k) if self.k else \
             [Selection(()) for _ in views]
         scores = self._scores(views, selections)
-        query_texts = [self.template.render_query(f) for f in fields]
-        query_tokens = self.count_tokens(query_texts)
         self._count_demo_tokens({row for s in selections for row in s.rows})
         docs = (self._score_documents(texts, documents) if documents is not None
                 else [[] for _ in fields])
-        return [self._assemble(f, qt, qn, sel, sc, d) for f, qt, qn, sel, sc, d
-                in zip(fields, query_texts, query_tokens, selections, scores, docs)]
+        return [self._assemble(f, sel, sc, d) for f, sel, sc, d
+                in zip(fields, selections, scores, docs)]
 
     @property
     def chunker(self):
@@ -290,32 +304,25 @@ class PromptBuilder:
         counts = self.count_tokens([self._render_demo(row) for row in todo])
         self._demo_tokens.update(zip(todo, counts))
 
-    def _fixed_tokens(self) -> tuple[int, int]:
-        """Token counts of the separator and the instructions (computed once)."""
-        if not hasattr(self, "_fixed"):
-            separator, instructions = self.count_tokens([self.template.separator,
-                                                         self.template.instructions or " "])
-            self._fixed = (separator, instructions if self.template.instructions else 0)
-        return self._fixed
+    def _demo_fields(self, row: int) -> dict[str, str]:
+        return self.corpus[row].fields(self.corpus.output_name)
 
     def _render_demo(self, row: int) -> str:
-        example = self.corpus[row]
-        return self.template.render_demo(example.fields(self.corpus.output_name))
+        return self.layout.demo(self._demo_fields(row))
 
-    def _assemble(self, fields: dict[str, str], query_text: str, query_tokens: int,
-                  selection: Selection, scores: list[float | None],
+    def _assemble(self, fields: dict[str, str], selection: Selection, scores: list[float | None],
                   documents: list[tuple[str, str, float]] = ()) -> Prompt:
         rows = list(selection.rows)
         demo_tokens = [self._demo_tokens[row] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
-        separator, instructions = self._fixed_tokens()
-        fixed = query_tokens + (instructions + separator if self.template.instructions else 0)
+        fixed, separator = self.layout.fixed(fields, self.count_tokens)
         kept, dropped = fit_budget(demo_tokens, relevance, fixed, separator, self.max_tokens)
         notes = [selection.note] if selection.note else []
         while True:
             positions = order_demos([scores[i] for i in kept], self.order, fields["input"], self.seed)
             placed = [kept[p] for p in positions]
-            text = self.template.join([self._render_demo(rows[i]) for i in placed], query_text)
+            text, messages = self.layout.compose([self._demo_fields(rows[i]) for i in placed],
+                                                 fields)
             total = self.count_tokens([text])[0]
             if self.max_tokens is None or total <= self.max_tokens or not kept:
                 break
@@ -325,8 +332,8 @@ class PromptBuilder:
             dropped.append(worst)
         placed_docs, dropped_docs = [], []
         if documents:
-            placed_docs, dropped_docs, text, total = self._place_documents(
-                documents, [self._render_demo(rows[i]) for i in placed], query_text, total)
+            placed_docs, dropped_docs, text, messages, total = self._place_documents(
+                documents, [self._demo_fields(rows[i]) for i in placed], fields, total, separator)
         demos = tuple(Demo(id=self.corpus[rows[i]].id, fields=dict(self.corpus[rows[i]].inputs),
                            output=self.corpus[rows[i]].output, score=scores[i], rank=i,
                            position=pos, tokens=demo_tokens[i])
@@ -344,22 +351,22 @@ class PromptBuilder:
                       max_tokens=self.max_tokens, dropped=drops, notes=tuple(notes),
                       documents=tuple(placed_docs),
                       selector=selector_name(self.selector), retriever=self.retriever_kind,
-                      answer_prefix=self.template.answer_prefix or " ",
-                      tokenizer=self.tokens.name)
+                      answer_prefix=self.layout.answer_prefix,
+                      tokenizer=self.tokens.name, messages=messages)
 
-    def _place_documents(self, documents, demo_texts: list[str], query_text: str, total: int):
+    def _place_documents(self, documents, demos: list[dict[str, str]], query: dict[str, str],
+                         total: int, separator: int):
         """Fill what the budget leaves after query and demos with the best documents."""
         from ricl.prompt import PlacedDocument
 
         items = list(documents)
-        separator, _ = self._fixed_tokens()
         budget = (self.max_tokens - total - separator) if self.max_tokens is not None else 10**12
         while True:
             placement = self.chunker.place([text for _, text, _ in items],
                                            [score for _, _, score in items], max(budget, 0))
             chosen = [items[i] for i in placement.order]
             section = self.chunker.separator.join(text for _, text, _ in chosen)
-            text = self.template.join(demo_texts, query_text, documents=section)
+            text, messages = self.layout.compose(demos, query, documents=section)
             count = self.count_tokens([text])[0]
             if self.max_tokens is None or count <= self.max_tokens or not chosen:
                 break
@@ -367,7 +374,7 @@ class PromptBuilder:
         placed = [PlacedDocument(id=doc_id, text=doc_text, score=score, position=pos)
                   for pos, (doc_id, doc_text, score) in enumerate(chosen)]
         dropped = [items[i] for i in placement.dropped]
-        return placed, dropped, text, count
+        return placed, dropped, text, messages, count
 
     # -- persistence -------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -380,7 +387,7 @@ class PromptBuilder:
         self.index()
         config = {
             "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
-            "seed": self.seed, "exclude_self": self.exclude_self,
+            "seed": self.seed, "exclude_self": self.exclude_self, "format": self.format,
             "template": {"text": self.template.text, "output_slot": self.template.output_slot,
                          "separator": self.template.separator,
                          "instructions": self.template.instructions},
@@ -421,7 +428,8 @@ class PromptBuilder:
         template = Template(t["text"], t["output_slot"], t["separator"], t["instructions"])
         return cls(retriever.corpus, retriever=retriever, selector=selector, k=config["k"],
                    template=template, max_tokens=config["max_tokens"], order=config["order"],
-                   tokenizer=tokenizer, seed=config["seed"], exclude_self=config["exclude_self"])
+                   tokenizer=tokenizer, seed=config["seed"], exclude_self=config["exclude_self"],
+                   format=config.get("format", "text"))
 
     def __repr__(self) -> str:
         return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever_kind}, "

@@ -56,6 +56,8 @@ class Prompt:
     documents: tuple[PlacedDocument, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = ""  # whose tokens token_count and max_tokens are in
+    # format="chat": the conversation whose chat-templated rendering is ``text``
+    messages: tuple[dict[str, str], ...] = ()
 
     @property
     def demo_ids(self) -> list[str]:
