@@ -13,7 +13,7 @@ import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError, TemplateError
-from ricl.io import atomic_dir, recover_dir
+from ricl.io import atomic_dir, check_dir_target, recover_dir
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 Query = str | Mapping[str, str]
 _CHUNK = 256
+BUILDER_KIND = "prompt-builder"  # the kind in a saved builder's ricl.io marker
 
 
 class PromptBuilder:
@@ -347,9 +348,18 @@ class PromptBuilder:
         return placed, dropped, text, count
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write the index, corpus and settings to ``path`` (atomically: a crash leaves
-        the previous save intact)."""
+        the previous save intact).
+
+        ``path`` may be new, an empty directory, or a builder saved before (it is
+        replaced: re-saving to one path needs no flag). Anything else raises
+        ``ricl.errors.OverwriteError`` before any work is done, and nothing is touched:
+        a file, or a directory of the user's, is never replaced, with or without
+        ``overwrite``; ``overwrite=True`` only lets a builder replace another kind of
+        ricl output (a saved retriever, a trained model).
+        """
+        check_dir_target(path, BUILDER_KIND, overwrite=overwrite)
         self.index()
         config = {
             "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
@@ -361,7 +371,7 @@ class PromptBuilder:
             else {"name": getattr(self.selector, "name", "custom"), "custom": True},
             "tokenizer": _tokenizer_card(self._tokenizer_spec),
         }
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, BUILDER_KIND, overwrite=overwrite) as tmp:
             self.retriever.save(tmp / "retriever")
             (tmp / "builder.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -371,11 +381,16 @@ class PromptBuilder:
         override (required when the saved ones were custom objects)."""
         path = Path(path)
         recover_dir(path)
+        if path.exists() and not path.is_dir():
+            raise IndexLoadError(f"{path} is a file, not a saved PromptBuilder. Point to the "
+                                 "directory that builder.save() wrote.")
         try:
             config = json.loads((path / "builder.json").read_text())
         except FileNotFoundError:
             raise IndexLoadError(f"{path} is not a saved PromptBuilder (no builder.json). "
                                  "Point to the directory that builder.save() wrote.") from None
+        except OSError as exc:
+            raise IndexLoadError(f"{path}/builder.json cannot be read ({exc}).") from None
         except ValueError as exc:
             raise IndexLoadError(f"{path}/builder.json is corrupted ({exc}). Save again.") from None
         retriever = resolve("load_retriever")(path / "retriever")
