@@ -20,6 +20,7 @@ from ricl.registry import resolve
 from ricl.retrieval import SelfExclusion
 from ricl.selectors import CandidateView, Selection, make_selector
 from ricl.template import Template, as_template
+from ricl.text import check_text
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class PromptBuilder:
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"query {i}: field {name!r} must be a non-empty string "
                                   f"(got {value!r:.40}).")
+            check_text(value, f"query {i}: field {name!r}", ConfigError)
         values = dict(values)
         values["input"] = "\n".join(values[name] for name in names)
         return values
@@ -437,7 +439,7 @@ def _as_text(item: Any, query: int, doc: int) -> str:
     if not isinstance(item, str) or not item.strip():
         raise ConfigError(f"document {doc} of query {query} must be a non-empty string "
                           "(or a (text, score) pair).")
-    return item
+    return check_text(item, f"document {doc} of query {query}", ConfigError)
 
 
 __all__ = ["PromptBuilder", "TemplateError"]
