@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 MARKER = ".ricl-output.json"
 MARKER_FORMAT = 1
 FILES_MARKER = ".ricl-files.json"
+# Cards of outputs written before markers existed: named in the refusal as a hint only,
+# never taken as permission (a user's folder may hold a file of the same name).
+_LEGACY_CARDS = {"builder.json", "retriever.json", "training_card.json"}
 
 
 def write_marker(directory: str | Path, kind: str) -> None:
@@ -79,10 +82,12 @@ def check_dir_target(target: str | Path, kind: str, *, overwrite: bool = False) 
     marker = read_marker(target)
     if marker is None:
         shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        legacy = (" If it is an index or model saved by a ricl older than these markers, "
+                  "delete it yourself first." if set(entries) & _LEGACY_CARDS else "")
         raise OverwriteError(f"{target} is a directory ricl did not write (no readable {MARKER}); "
                              f"what it holds ({shown}) would be lost. "
                              "Pick another path, or a new or empty directory (overwrite=True "
-                             "only replaces ricl's own output).")
+                             f"only replaces ricl's own output).{legacy}")
     if marker["kind"] != kind and not overwrite:
         raise OverwriteError(f"{target} holds a ricl {marker['kind']}, not a {kind}. Pass "
                              "overwrite=True to replace it, or pick another path.")

@@ -127,6 +127,15 @@ def test_a_directory_with_a_forged_or_broken_marker_is_still_the_users(tmp_path,
     assert (user_dir / "thesis.tex").read_bytes() == USER_BYTES
 
 
+def test_an_index_saved_before_markers_existed_is_refused_with_a_hint(tmp_path, builder):
+    legacy = tmp_path / "old-index"
+    builder.save(legacy)
+    (legacy / MARKER).unlink()  # as ricl wrote it before this change
+    with pytest.raises(OverwriteError, match="older than these markers, delete it yourself"):
+        builder.save(legacy, overwrite=True)
+    assert ricl.PromptBuilder.load(legacy).k == 2  # still there, still loads
+
+
 def test_cli_index_refuses_a_user_directory_and_says_so(tmp_path, capsys):
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"input": f"text {i}", "output": "a"}) + "\n"
