@@ -113,8 +113,7 @@ def atomic_dir(target: str | Path, kind: str, *, overwrite: bool = False,
     are removed by the next save.
     """
     target = Path(target).absolute()
-    if not keep_existing:
-        check_dir_target(target, kind, overwrite=overwrite)
+    check_dir_target(target, kind, overwrite=overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-", dir=target.parent))

@@ -201,7 +201,7 @@ def test_the_model_cache_never_replaces_a_file_and_never_rebuilds_a_directory(tm
     user_file, user_dir = _user_file(tmp_path), _user_dir(tmp_path)
 
     with pytest.raises(OverwriteError, match=r"notes\.txt is an existing file"):
-        models.build_dir_atomically(user_file, lambda tmp: (tmp / "weights.bin").write_text("w"))
+        models.build_dir_atomically(user_file, lambda tmp: pytest.fail("checked before building"))
     assert models.build_dir_atomically(user_dir, lambda tmp: pytest.fail("must not build")) == user_dir
 
     _assert_untouched(user_file, user_dir)
