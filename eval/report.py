@@ -24,7 +24,7 @@ import numpy as np
 from eval.grid import KNN_VOTE, MAJORITY, ZERO_SHOT, read_jsonl
 from eval.metrics import mcnemar_exact
 from ricl.errors import ConfigError
-from ricl.io import atomic_write_text
+from ricl.io import publish_files, staging_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,29 @@ class Entry:
 
 def write_report(results_jsonl: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write ``report.md`` and its PNG plots into ``out_dir`` (default: beside the
-    results file); return the Markdown file's path."""
+    results file); return the Markdown file's path.
+
+    ``out_dir`` is shared with the user: a file is written only where none is, or
+    where the file still holds what an earlier report wrote (``ricl.io.publish_files``
+    keeps their checksums in ``.ricl-files.json``). If ``report.md`` or a plot's name
+    is taken by anything else, ``ricl.errors.OverwriteError`` names it and no file
+    is written.
+    """
     results_jsonl = Path(results_jsonl)
     rows = read_jsonl(results_jsonl)
     if not rows:
         raise ConfigError(f"{results_jsonl} holds no result rows; run `ricl eval` first.")
     out_dir = Path(out_dir) if out_dir is not None else results_jsonl.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staging_dir(out_dir) as staging:
+        text, plots = _render(results_jsonl, rows, out_dir, staging)
+        (staging / REPORT).write_text(text, encoding="utf-8")
+        publish_files(out_dir, {name: staging / name for name in (REPORT, *plots)})
+    return out_dir / REPORT
+
+
+def _render(results_jsonl: Path, rows: list[dict[str, Any]], out_dir: Path,
+            staging: Path) -> tuple[str, list[str]]:
+    """The report's Markdown and the names of its plots, drawn into ``staging``."""
     entries = group_entries(rows)
     suites = list(dict.fromkeys(row["suite"] for row in rows))
     methods = _method_order(rows)
@@ -102,13 +118,11 @@ def write_report(results_jsonl: str | Path, out_dir: str | Path | None = None) -
     lines += _calibration_section(ks, entries, suites, methods)
     lines += _label_count_section(rows)
 
-    plots = _plots(entries, suites, methods, ks, out_dir)
+    plots = _plots(entries, suites, methods, ks, staging)
     if plots:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({name})" for name in plots] + [""]
-    path = out_dir / REPORT
-    atomic_write_text(path, "\n".join(lines))
-    return path
+    return "\n".join(lines), plots
 
 
 def group_entries(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, Entry]:

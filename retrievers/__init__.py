@@ -48,11 +48,16 @@ def make_retriever(spec: Any, **options: Any) -> Retriever:
 def load_retriever(path: str | Path) -> Retriever:
     """Load whatever retriever ``save(path)`` wrote."""
     recover_dir(path)
+    if Path(path).exists() and not Path(path).is_dir():
+        raise IndexLoadError(f"{path} is a file, not a saved ricl index. Point to the "
+                             "directory that save() wrote.")
     card_path = Path(path) / "retriever.json"
     try:
         kind = json.loads(card_path.read_text())["kind"]
     except FileNotFoundError:
         raise IndexLoadError(f"{path} is not a saved ricl index (no retriever.json).") from None
+    except OSError as exc:
+        raise IndexLoadError(f"{card_path} cannot be read ({exc}).") from None
     except (ValueError, KeyError) as exc:
         raise IndexLoadError(f"{card_path} is corrupted ({exc}). Rebuild the index.") from None
     if kind not in _KINDS:

@@ -14,6 +14,9 @@ from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError
 from ricl.retrieval import Candidates, SelfExclusion, check_n, check_queries
 
 
+RETRIEVER_KIND = "retriever"  # the kind in a saved retriever's ricl.io marker
+
+
 def trim(rows: np.ndarray, scores: np.ndarray, excluded: frozenset[int], n: int):
     """Drop excluded rows and keep the best ``n``."""
     if excluded:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from retrievers.base import RetrieverBase, read_card
+from retrievers.base import RETRIEVER_KIND, RetrieverBase, read_card
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
@@ -136,9 +136,12 @@ class BM25Retriever(RetrieverBase):
         n = self._terms.shape[0]
         return np.log(1.0 + (n - df + 0.5) / (df + 0.5))
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Write the index to ``path``: new, an empty directory, or a retriever saved
+        before (replaced). ``overwrite=True`` also replaces another kind of ricl output;
+        a user's file or directory is never replaced (``ricl.errors.OverwriteError``)."""
         self._require_index()
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, RETRIEVER_KIND, overwrite=overwrite) as tmp:
             self._bm25.save(str(tmp / "bm25s"))
             sp.save_npz(tmp / "terms.npz", self._terms)
             self._write_card(tmp, {"k1": self.k1, "b": self.b, "method": self.method,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievers.base import RetrieverBase, read_card
+from retrievers.base import RETRIEVER_KIND, RetrieverBase, read_card
 from retrievers.chroma_store import ChromaStore, ServerAddress
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
@@ -148,12 +148,16 @@ class DenseRetriever(RetrieverBase):
         return block @ block.T
 
     # -- persistence --------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
+        """Write the index to ``path``: new, an empty directory, or a retriever saved
+        before (replaced, also where this one was loaded from). ``overwrite=True`` also
+        replaces another kind of ricl output; a user's file or directory is never
+        replaced (``ricl.errors.OverwriteError``)."""
         self._require_index()
         target = (Path(path) / "chroma").resolve()
         released = False
         try:
-            with atomic_dir(path) as tmp:
+            with atomic_dir(path, RETRIEVER_KIND, overwrite=overwrite) as tmp:
                 if isinstance(self.embeddings, VectorFile):  # loaded: copy, never read whole
                     shutil.copyfile(self.embeddings.path, tmp / "embeddings.npy")
                 else:

@@ -12,21 +12,23 @@ from typing import Any
 import numpy as np
 
 from ricl.data import Corpus
-from ricl.errors import ConfigError, IndexLoadError, TemplateError
+from ricl.errors import ConfigError, IndexLoadError, RiclError, TemplateError
 from ricl.formats import ChatFormat, TextFormat, check_format
-from ricl.io import atomic_dir, recover_dir
+from ricl.io import atomic_dir, check_dir_target, recover_dir
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
 from ricl.retrieval import SelfExclusion
 from ricl.selectors import CandidateView, Selection, make_selector, select_many, selector_name
 from ricl.template import Template, as_template
+from ricl.text import check_text
 from ricl.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
 Query = str | Mapping[str, str]
 _CHUNK = 256
+BUILDER_KIND = "prompt-builder"  # the kind in a saved builder's ricl.io marker
 
 
 class PromptBuilder:
@@ -185,6 +187,7 @@ class PromptBuilder:
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"query {i}: field {name!r} must be a non-empty string "
                                   f"(got {value!r:.40}).")
+            check_text(value, f"query {i}: field {name!r}", ConfigError)
         values = dict(values)
         values["input"] = "\n".join(values[name] for name in names)
         return values
@@ -377,17 +380,27 @@ class PromptBuilder:
         return placed, dropped, text, messages, count
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write the index, corpus and settings to ``path`` (atomically: a crash leaves
-        the previous save intact)."""
+        the previous save intact).
+
+        ``path`` may be new, an empty directory, or a builder saved before (it is
+        replaced: re-saving to one path needs no flag). Anything else raises
+        ``ricl.errors.OverwriteError`` before any work is done, and nothing is touched:
+        a file, or a directory of the user's, is never replaced, with or without
+        ``overwrite``; ``overwrite=True`` only lets a builder replace another kind of
+        ricl output (a saved retriever, a trained model).
+        """
         if not hasattr(self.retriever, "save"):
             raise ConfigError(f"this builder's retriever ({self.retriever_kind}) is your own object "
                               "without save(); custom retrievers are not persisted. Save your "
                               "corpus and rebuild the builder, or give the retriever a save().")
+        check_dir_target(path, BUILDER_KIND, overwrite=overwrite)
         self.index()
         config = {
             "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
-            "seed": self.seed, "exclude_self": self.exclude_self, "format": self.format,
+            "seed": self.seed, "exclude_self": self.exclude_self,
+            "prompt_format": self.format,
             "template": {"text": self.template.text, "output_slot": self.template.output_slot,
                          "separator": self.template.separator,
                          "instructions": self.template.instructions},
@@ -395,7 +408,7 @@ class PromptBuilder:
             else {"name": getattr(self.selector, "name", "custom"), "custom": True},
             "tokenizer": self.tokens.card(),
         }
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, BUILDER_KIND, overwrite=overwrite) as tmp:
             self.retriever.save(tmp / "retriever")
             (tmp / "builder.json").write_text(json.dumps(config, indent=2) + "\n")
 
@@ -405,31 +418,44 @@ class PromptBuilder:
         override (required when the saved ones were custom objects)."""
         path = Path(path)
         recover_dir(path)
+        if path.exists() and not path.is_dir():
+            raise IndexLoadError(f"{path} is a file, not a saved PromptBuilder. Point to the "
+                                 "directory that builder.save() wrote.")
         try:
             config = json.loads((path / "builder.json").read_text())
         except FileNotFoundError:
             raise IndexLoadError(f"{path} is not a saved PromptBuilder (no builder.json). "
                                  "Point to the directory that builder.save() wrote.") from None
+        except OSError as exc:
+            raise IndexLoadError(f"{path}/builder.json cannot be read ({exc}).") from None
         except ValueError as exc:
             raise IndexLoadError(f"{path}/builder.json is corrupted ({exc}). Save again.") from None
         retriever = resolve("load_retriever")(path / "retriever")
-        if selector is None:
-            options = dict(config["selector"])
-            if options.pop("custom", False):
-                raise ConfigError(f"{path} was saved with a custom selector; pass selector=... to load().")
-            selector = make_selector(options.pop("name"), **options)
-        if tokenizer is None:
-            card = config["tokenizer"]
-            if card == "custom":
-                raise ConfigError(f"{path} was saved with a custom tokenizer object; "
-                                  "pass tokenizer=... to load().")
-            tokenizer = card
-        t = config["template"]
-        template = Template(t["text"], t["output_slot"], t["separator"], t["instructions"])
-        return cls(retriever.corpus, retriever=retriever, selector=selector, k=config["k"],
-                   template=template, max_tokens=config["max_tokens"], order=config["order"],
-                   tokenizer=tokenizer, seed=config["seed"], exclude_self=config["exclude_self"],
-                   format=config.get("format", "text"))
+        try:
+            if selector is None:
+                options = dict(config["selector"])
+                if options.pop("custom", False):
+                    raise ConfigError(f"{path} was saved with a custom selector; pass selector=... "
+                                      "to load().")
+                selector = make_selector(options.pop("name"), **options)
+            if tokenizer is None:
+                card = config["tokenizer"]
+                if card == "custom":
+                    raise ConfigError(f"{path} was saved with a custom tokenizer object; "
+                                      "pass tokenizer=... to load().")
+                tokenizer = card
+            t = config["template"]
+            template = Template(t["text"], t["output_slot"], t["separator"], t["instructions"])
+            settings = dict(k=config["k"], max_tokens=config["max_tokens"], order=config["order"],
+                            seed=config["seed"], exclude_self=config["exclude_self"],
+                            format=config.get("prompt_format", "text"))
+        except RiclError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise IndexLoadError(f"{path}/builder.json is damaged ({type(exc).__name__}: {exc}). "
+                                 "Save the builder again.") from None
+        return cls(retriever.corpus, retriever=retriever, selector=selector, template=template,
+                   tokenizer=tokenizer, **settings)
 
     def __repr__(self) -> str:
         return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever_kind}, "
@@ -441,7 +467,7 @@ def _as_text(item: Any, query: int, doc: int) -> str:
     if not isinstance(item, str) or not item.strip():
         raise ConfigError(f"document {doc} of query {query} must be a non-empty string "
                           "(or a (text, score) pair).")
-    return item
+    return check_text(item, f"document {doc} of query {query}", ConfigError)
 
 
 __all__ = ["PromptBuilder", "TemplateError"]

@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
 
     index = commands.add_parser("index", help="index a JSONL/CSV corpus and save a prompt builder")
     index.add_argument("data", help="a .jsonl or .csv file of labelled examples")
-    index.add_argument("--out", required=True, help="directory to save the index into")
+    index.add_argument("--out", required=True,
+                       help="directory to save the index into: new, empty, or an index saved "
+                            "before (replaced)")
+    index.add_argument("--overwrite", action="store_true",
+                       help="let --out replace another kind of ricl output (never a user's "
+                            "own files or directory)")
     index.add_argument("--input", nargs="+", default=["input"], help="input field name(s)")
     index.add_argument("--output", default="output", help="answer field name")
     index.add_argument("--id", default="id", help="id field name (derived from content if absent)")
@@ -58,7 +63,7 @@ def _index(args) -> int:
     corpus = Corpus.from_file(args.data, input=inputs, output=args.output, id=args.id, labels=args.labels)
     builder = PromptBuilder(corpus, retriever=args.retriever, selector=args.selector, k=args.k,
                             template=args.template, max_tokens=args.max_tokens, order=args.order)
-    builder.save(args.out)
+    builder.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(corpus)} examples with {builder.retriever.kind} into {args.out}")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ricl.errors import CorpusError
-from ricl.text import normalize
+from ricl.text import check_text, normalize
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ class Corpus(Sequence[Example]):
         if not input_names:
             raise CorpusError("`input` names no field: pass the input field name, e.g. input='text'.")
         if labels is not None:
-            labels = [str(label) for label in labels]
+            labels = [check_text(str(label), f"labels[{i}]", CorpusError)
+                      for i, label in enumerate(labels)]
             if len(set(labels)) != len(labels):
                 raise CorpusError(f"`labels` has repeated words: {labels}. Each label needs its own word.")
         examples = []
@@ -109,11 +110,17 @@ class Corpus(Sequence[Example]):
             out = _output_value(record, output, labels, where)
             meta = {key: value for key, value in record.items()
                     if key not in input_names and key not in (output, id)}
+            for key, value in meta.items():  # saved with the corpus, as UTF-8
+                check_text(str(key), f"{where}: field name", CorpusError)
+                if isinstance(value, str):
+                    check_text(value, f"{where}: field {key!r}", CorpusError)
             rid = record.get(id) if id is not None else None
             if _is_missing(rid):
                 rid = content_id(inputs, out)
             elif isinstance(rid, bool) or not isinstance(rid, (str, int)):
                 raise CorpusError(f"{where}: id {rid!r} must be a string or an integer.")
+            elif isinstance(rid, str):
+                check_text(rid, f"{where}: id", CorpusError)
             examples.append(Example(id=str(rid), inputs=inputs, output=out, meta=meta))
         if not examples:
             raise CorpusError("The corpus is empty: pass at least one record.")
@@ -236,7 +243,7 @@ def _input_value(record: Mapping[str, Any], name: str, where: str) -> str:
                           f"({value!r:.60}), not a string. Convert it to text first.")
     if not value.strip():
         raise CorpusError(f"{where}: input field {name!r} is empty. Drop the record or fill it.")
-    return value
+    return check_text(value, f"{where}: input field {name!r}", CorpusError)
 
 
 def _output_value(record: Mapping[str, Any], name: str, labels: Sequence[str] | None,
@@ -262,6 +269,7 @@ def _output_value(record: Mapping[str, Any], name: str, labels: Sequence[str] | 
                           f"({value!r:.60}), not a string.{hint}")
     if not value.strip():
         raise CorpusError(f"{where}: output field {name!r} is empty. Drop the record or label it.")
+    check_text(value, f"{where}: output field {name!r}", CorpusError)
     if labels is not None and value not in labels:
         raise CorpusError(f"{where}: output {value!r} is not one of labels {list(labels)}.")
     return value

@@ -67,3 +67,8 @@ class ServerResponseError(RiclError, RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+class OverwriteError(RiclError, FileExistsError):
+    """A writer was pointed at something ricl did not write (a user's file or directory),
+    or at another kind of ricl output without ``overwrite=True``. Nothing was changed."""

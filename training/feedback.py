@@ -53,7 +53,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ricl.data import Corpus, Example
-from ricl.errors import ConfigError, CorpusError, RiclError
+from ricl.errors import ConfigError, CorpusError, OverwriteError, RiclError
 from ricl.template import Template, as_template
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,7 @@ class FeedbackFile:
 
     def __init__(self, path: str | Path, settings: dict[str, Any], resume: bool = True):
         self.path = Path(path)
+        _check_feedback_target(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
         header, records, good = (None, [], 0)
@@ -216,6 +217,26 @@ class FeedbackFile:
             handle.flush()
             os.fsync(handle.fileno())
         self.done.update(record.query_id for record in records)
+
+
+def _check_feedback_target(path: Path) -> None:
+    """Starting a feedback file over (``resume=False``) truncates it: refuse unless what
+    is there is a feedback file (or nothing)."""
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise OverwriteError(f"{path} is a directory, not a feedback file. Pass a file path "
+                             "such as runs/feedback.jsonl.")
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as handle:
+        first = handle.readline(1 << 20)
+    try:
+        own = HEADER_KEY in json.loads(first.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, TypeError):
+        own = False
+    if not own:
+        raise OverwriteError(f"{path} exists and is not a feedback file written by "
+                             "score_candidates; ricl will not write over it. Pick another "
+                             "out_path.")
 
 
 def _fsync_dir(path: Path) -> None:

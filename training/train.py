@@ -37,13 +37,15 @@ import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError
-from ricl.io import atomic_dir, write_json
+from ricl.io import atomic_dir, check_dir_target, write_json, write_marker
 from training.feedback import FeedbackError, FeedbackRecord, read_feedback
 
 log = logging.getLogger(__name__)
 
 LOSSES = ("contrastive", "distill", "both")
 CARD_NAME = "training_card.json"
+MODEL_KIND = "trained-retriever"  # the kinds in ricl.io markers of the model folder
+CHECKPOINTS_KIND = "training-checkpoints"  # and of the checkpoints folder beside it
 _SETTINGS_NAME = "ricl_train_settings.json"
 _LOSS_SAMPLE = 512  # examples whose loss is measured before and after training
 # Texts encoded with gradients in one forward pass. The distill loss encodes every
@@ -74,6 +76,7 @@ def train_retriever(
     max_steps: int | None = None,
     progress: bool = False,
     callbacks: Sequence[Any] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Train a retriever from a feedback file and save it to ``out_dir``.
 
@@ -95,6 +98,11 @@ def train_retriever(
         max_steps: stop after this many steps (None: all epochs).
         progress: a tqdm bar.
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        overwrite: let the model replace another kind of ricl output at ``out_dir``
+            (a saved index). Without it ``out_dir`` must be new, empty, or a model
+            trained before (replaced); a user's file or directory there, or at
+            ``<out_dir>.checkpoints``, is never replaced: ``ricl.errors.OverwriteError``
+            is raised before any training.
 
     Returns the model directory. Its ``training_card.json`` records the base
     model, feedback file, loss, steps and the loss before and after training.
@@ -103,6 +111,10 @@ def train_retriever(
                                top_p, n_hard_negatives, checkpoint_every, max_steps)
     if not isinstance(corpus, Corpus):
         raise ConfigError(f"corpus must be a ricl.Corpus, not {type(corpus).__name__}.")
+    out_dir = Path(out_dir)
+    checkpoints = out_dir.parent / f"{out_dir.name}.checkpoints"
+    check_dir_target(out_dir, MODEL_KIND, overwrite=overwrite)  # before hours of training
+    check_dir_target(checkpoints, CHECKPOINTS_KIND)
     header, records = read_feedback(feedback_path)
     _check_feedback(records, corpus, header, feedback_path, top_p, n_hard_negatives, loss)
 
@@ -123,8 +135,6 @@ def train_retriever(
     sample = _ListDataset(epochs_data[0][:_LOSS_SAMPLE])
     loss_module = _make_loss(model, loss, temperature, retriever_temperature, n_hard_negatives)
 
-    out_dir = Path(out_dir)
-    checkpoints = out_dir.parent / f"{out_dir.name}.checkpoints"
     settings.update({"base_model": str(base_dir), "feedback": str(Path(feedback_path).resolve()),
                      "feedback_queries": len(records), "corpus_fingerprint": corpus.fingerprint(),
                      "seed": seed})
@@ -190,10 +200,10 @@ def train_retriever(
         "settings": settings,
         "torch": torch.__version__,
     }
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, MODEL_KIND, overwrite=overwrite) as tmp:
         model.save(str(tmp), create_model_card=False)
         write_json(tmp / CARD_NAME, card)
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    _remove_checkpoints(checkpoints)
     log.info("Trained retriever saved to %s (loss %.4f -> %.4f over %d steps).", out_dir,
              initial_loss, final_loss, card["steps"])
     return out_dir
@@ -434,10 +444,17 @@ def _prepare_checkpoints(checkpoints: Path, settings: dict[str, Any], resume: bo
         if done and (checkpoints / "initial_loss.json").is_file():
             log.info("Resuming training from %s.", done[-1])
             return str(done[-1])
-    shutil.rmtree(checkpoints, ignore_errors=True)
+    _remove_checkpoints(checkpoints)
     checkpoints.mkdir(parents=True)
+    write_marker(checkpoints, CHECKPOINTS_KIND)
     write_json(settings_path, settings)
     return None
+
+
+def _remove_checkpoints(checkpoints: Path) -> None:
+    """Delete a checkpoints folder, only if it is one ricl made (or empty)."""
+    check_dir_target(checkpoints, CHECKPOINTS_KIND)
+    shutil.rmtree(checkpoints, ignore_errors=True)
 
 
 def _complete(checkpoint: Path) -> bool:
