@@ -58,8 +58,8 @@ def load_retriever(path: str | Path) -> Retriever:
         raise IndexLoadError(f"{path} is not a saved ricl index (no retriever.json).") from None
     except OSError as exc:
         raise IndexLoadError(f"{card_path} cannot be read ({exc}).") from None
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise IndexLoadError(f"{card_path} is corrupted ({exc}). Rebuild the index.") from None
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise IndexLoadError(f"{card_path} names an unknown retriever kind {kind!r}.")
     return _KINDS[kind].load(path)

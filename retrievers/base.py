@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from ricl.data import Corpus
-from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError
+from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError, RiclError
 from ricl.retrieval import Candidates, SelfExclusion, check_n, check_queries
 
 
@@ -86,6 +88,29 @@ class RetrieverBase:
         self.corpus.to_jsonl(path / "corpus.jsonl")
 
 
+# What reading a damaged saved index can raise from numpy, scipy, bm25s, chromadb or
+# json before ricl's own checks see it: each becomes one IndexLoadError at load().
+_DAMAGE = (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, EOFError,
+           zipfile.BadZipFile)
+
+
+def damaged_index_is_a_load_error(load):
+    """Wrap a ``load(cls, path)``: whatever a damaged directory makes the readers raise
+    comes out as :class:`IndexLoadError` naming the path; ricl's own errors pass."""
+
+    @functools.wraps(load)
+    def checked(cls, path, *args, **kwargs):
+        try:
+            return load(cls, path, *args, **kwargs)
+        except RiclError:
+            raise
+        except _DAMAGE as exc:
+            raise IndexLoadError(f"The saved index at {path} is damaged ({type(exc).__name__}: "
+                                 f"{exc}). Delete it and rebuild with index() + save().") from None
+
+    return checked
+
+
 def read_card(path: str | Path) -> tuple[dict[str, Any], Corpus]:
     """Read a saved retriever's card and corpus, with clear errors for a broken directory."""
     path = Path(path)
@@ -99,7 +124,7 @@ def read_card(path: str | Path) -> tuple[dict[str, Any], Corpus]:
     except (OSError, ValueError, KeyError, IndexError) as exc:
         raise IndexLoadError(f"The saved index at {path} is corrupted ({exc}). "
                              "Delete it and rebuild with index() + save().") from None
-    if card.get("corpus_fingerprint") != corpus.fingerprint():
+    if not isinstance(card, dict) or card.get("corpus_fingerprint") != corpus.fingerprint():
         raise IndexLoadError(f"The saved index at {path} does not match its corpus file "
                              "(it was edited or partly overwritten). Rebuild the index.")
     return card, corpus

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from retrievers.base import RETRIEVER_KIND, RetrieverBase, read_card
+from retrievers.base import RETRIEVER_KIND, RetrieverBase, damaged_index_is_a_load_error, read_card
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
 from ricl.io import atomic_dir
@@ -148,6 +148,7 @@ class BM25Retriever(RetrieverBase):
                                    "stopwords": self.use_stopwords})
 
     @classmethod
+    @damaged_index_is_a_load_error
     def load(cls, path: str | Path) -> BM25Retriever:
         import bm25s
 
@@ -160,6 +161,11 @@ class BM25Retriever(RetrieverBase):
             raise IndexLoadError(f"The BM25 index at {path} is corrupted ({exc}). "
                                  "Rebuild it with index() + save().") from None
         retriever._set_corpus(corpus)
+        params = [getattr(retriever._bm25, name, None) for name in ("k1", "b", "num_docs")]
+        if any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in params) \
+                or params[2] != len(corpus):
+            raise IndexLoadError(f"The BM25 index at {path} has damaged parameters "
+                                 f"(k1, b, num_docs = {params}). Rebuild it.")
         if retriever._terms.shape[0] != len(corpus):
             raise IndexLoadError(f"The BM25 index at {path} has {retriever._terms.shape[0]} rows "
                                  f"but its corpus has {len(corpus)}. Rebuild it.")

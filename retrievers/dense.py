@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from retrievers.base import RETRIEVER_KIND, RetrieverBase, read_card
+from retrievers.base import RETRIEVER_KIND, RetrieverBase, damaged_index_is_a_load_error, read_card
 from retrievers.chroma_store import ChromaStore, ServerAddress
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError
@@ -200,6 +200,7 @@ class DenseRetriever(RetrieverBase):
         return "model"
 
     @classmethod
+    @damaged_index_is_a_load_error
     def load(cls, path: str | Path) -> DenseRetriever:
         path = Path(path)
         card, corpus = read_card(path)

@@ -227,6 +227,10 @@ class PromptBuilder:
                 if isinstance(item, tuple) and len(item) == 2:
                     text, score = item
                     text = text.text if isinstance(text, Chunk) else text
+                    if isinstance(score, bool) or not isinstance(score, (int, float, np.number)) \
+                            or not np.isfinite(score):
+                        raise ConfigError(f"document {di} of query {qi}: its score {score!r} must "
+                                          "be a finite number, as in (text, 0.83).")
                     given.append((f"{di}", _as_text(text, qi, di), float(score)))
                 elif isinstance(item, Chunk):
                     pieces.append((f"{item.doc_id}#{item.index}", item.text))

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ricl.errors import TemplateError
+from ricl.text import check_text
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class Template:
     instructions: str = ""
 
     def __post_init__(self):
+        for name in ("text", "output_slot", "separator", "instructions"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise TemplateError(f"Template {name} must be a string, not {type(value).__name__}.")
+            check_text(value, f"Template {name}", TemplateError)
         slots = self.slots
         if self.output_slot not in slots:
             raise TemplateError(

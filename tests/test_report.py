@@ -1,11 +1,10 @@
 """The report from a results file: tables, the significance verdict, plots, CLI."""
 
-import argparse
 import json
 
 import pytest
 
-from eval.commands import add_commands, run
+from ricl.cli import _parser, main
 from eval.report import write_report
 
 LABELS = ["negative", "positive"]
@@ -84,11 +83,9 @@ def test_report_tables_mark_the_best_cell_and_test_its_lead(results, tmp_path):
 
 
 def test_report_command_writes_beside_the_results(results, capsys):
-    parser = argparse.ArgumentParser(prog="ricl")
-    add_commands(parser.add_subparsers(dest="command"))
-    assert run(parser.parse_args(["report", str(results)])) == 0
+    assert main(["report", str(results)]) == 0  # the eval plug-in's command, through `ricl`
     assert capsys.readouterr().out.strip() == str(results.parent / "report.md")
-    args = parser.parse_args(["eval", "--suite", "sst2", "trec", "--retriever", "bm25", "dense",
+    args = _parser().parse_args(["eval", "--suite", "sst2", "trec", "--retriever", "bm25", "dense",
                               "--selector", "random", "similarity", "dpp", "-k", "0", "4", "8",
                               "--seeds", "3", "--n-test", "200", "--out", "runs/x",
                               "--calibrate"])
