@@ -56,7 +56,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ricl.errors import ConfigError, ServerResponseError, ServerUnavailableError
-from ricl.lm import Normalize, _cut_at_stop, _text_list, choice_args, generation_args, pair_args
+from ricl.lm import Normalize, choice_args, cut_at_stop, generation_args, pair_args, text_list
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +173,13 @@ class OpenAICompletionsLM:
             text = choice.get("text")
             if not isinstance(text, str):
                 raise ServerResponseError(f"{self.base_url}/completions returned a choice without text.")
-            return _cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
+            return cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
 
         return self._map(one, prompts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the server tokenizes a prompt (or the local ``tokenizer``, if given)."""
-        texts = _text_list(texts, "texts")
+        texts = text_list(texts, "texts")
         if not texts:
             return []
         if self.tokenizer is not None:
