@@ -52,7 +52,7 @@ def with_retries(
         retry=tenacity.retry_if_exception(is_transient),
         before=_before_each_retry(before_retry),
         before_sleep=lambda state: log.warning(
-            "%s unreachable for %s (%s); retrying in %.1fs", server, what,
+            "Cannot reach %s for %s (%s); retrying in %.1fs", server, what,
             _reason(state.outcome.exception()), state.next_action.sleep),
         reraise=True,
     )
