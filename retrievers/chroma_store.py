@@ -13,10 +13,8 @@ inserting every vector again.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +23,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ricl.errors import ConfigError, IndexLoadError, ServerUnavailableError
-
-log = logging.getLogger(__name__)
+from ricl.transport import with_retries
 
 COLLECTION = "ricl-demos"
 HNSW = {"space": "cosine", "ef_construction": 200, "ef_search": 200}
-RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds between tries against a server: bounded, never a hang
 
 
 @dataclass(frozen=True)
@@ -64,7 +60,7 @@ class ChromaStore:
     def __init__(self, location: Path | ServerAddress):
         self.location = location
         self.name = location.collection if isinstance(location, ServerAddress) else COLLECTION
-        self._client = self._retry(self._connect, "connect to")
+        self._client = self._retry(self._connect, "a connection", reconnect=False)
         self._collection = None
 
     @classmethod
@@ -102,27 +98,20 @@ class ChromaStore:
             return client
         return chromadb.PersistentClient(path=str(self.location), settings=settings)
 
-    def _retry(self, action, what: str):
+    def _retry(self, action, what: str, reconnect: bool = True):
+        """``action()``; against a server, retried by ricl's one policy while the server cannot
+        be reached, with a fresh connection before each new try when ``reconnect``."""
         if not isinstance(self.location, ServerAddress):
             return action()
-        for attempt, delay in enumerate((*RETRY_DELAYS, None), start=1):
-            try:
-                return action()
-            except Exception as exc:  # noqa: BLE001 - the HTTP client raises many types
-                if delay is None or not _is_connection_error(exc):
-                    if _is_connection_error(exc):
-                        raise ServerUnavailableError(
-                            f"Could not {what} the Chroma server at {self.location.host}:"
-                            f"{self.location.port} after {attempt} tries ({exc}). Start it with "
-                            f"`chroma run --path DIR --host {self.location.host} --port "
-                            f"{self.location.port}`, or use the embedded backend 'dense:chroma'."
-                        ) from None
-                    raise
-                log.warning("Chroma server unreachable (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-                if what != "connect to":
-                    self._client = self._connect_quietly()
-        raise AssertionError("unreachable")
+        host, port = self.location.host, self.location.port
+        return with_retries(
+            action, server=f"the Chroma server at {host}:{port}", what=what,
+            remedy=(f"Start it with `chroma run --path DIR --host {host} --port {port}`, "
+                    "or use the embedded backend 'dense:chroma'."),
+            is_transient=_is_connection_error, before_retry=self._reconnect if reconnect else None)
+
+    def _reconnect(self) -> None:
+        self._client = self._connect_quietly()
 
     def _connect_quietly(self):
         try:
@@ -150,27 +139,27 @@ class ChromaStore:
                                embeddings=embeddings[start:start + batch])
             return collection
 
-        self._collection = self._retry(fill, "write to")
+        self._collection = self._retry(fill, "a write")
 
     def open_existing(self, expected: int) -> None:
         def get():
             return self._client.get_collection(self.name, embedding_function=None)
 
         try:
-            self._collection = self._retry(get, "read from")
+            self._collection = self._retry(get, "a read")
         except ServerUnavailableError:
             raise
         except Exception as exc:  # noqa: BLE001 - chroma's NotFound differs across versions
             raise IndexLoadError(f"The Chroma collection {self.name!r} is missing ({exc}). "
                                  "Rebuild the index.") from None
-        count = self._retry(self._collection.count, "read from")
+        count = self._retry(self._collection.count, "a count")
         if count != expected:
             raise IndexLoadError(f"The Chroma collection {self.name!r} holds {count} vectors "
                                  f"for {expected} examples. Rebuild the index.")
 
     def query(self, vectors: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         result = self._retry(lambda: self._collection.query(
-            query_embeddings=vectors, n_results=n, include=["distances"]), "query")
+            query_embeddings=vectors, n_results=n, include=["distances"]), "a query")
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
         scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores

@@ -12,6 +12,7 @@ import training.feedback
 from ricl.errors import ConfigError, CorpusError
 from ricl.lm import TransformersLM
 from training.feedback import FeedbackError, read_feedback, score_candidates, split_prompts
+from training.prefix_cache import score_shared_prefix, score_shared_prefixes
 from training.train import read_card, train_retriever
 
 pytestmark = pytest.mark.slow
@@ -61,16 +62,16 @@ def test_shared_prefix_scoring_equals_plain_scoring(lm, pool, trec):
     continuations = [" " + e.output for e in pool[3:7]] * 3 + [" human being"]
     prefix_of = [0] * 4 + [1] * 4 + [2] * 4 + [1]
 
-    fast = lm.score_shared_prefixes(prefixes, suffixes, continuations, prefix_of)
+    fast = score_shared_prefixes(lm, prefixes, suffixes, continuations, prefix_of)
 
     # The cut after "Question:" is where the tokenizer cuts anyway: the same ids as the joined prompt.
     prompts = [prefixes[p] + s for p, s in zip(prefix_of, suffixes)]
     np.testing.assert_allclose(fast, lm.score(prompts, continuations), atol=1e-3, rtol=0)
-    prefix_ids, suffix_ids = lm._encode_prompts(prefixes), lm._encode(suffixes)
+    prefix_ids, suffix_ids = lm.encode_prompts(prefixes), lm.encode_continuations(suffixes)
     plain = lm.score_ids([prefix_ids[p] + s for p, s in zip(prefix_of, suffix_ids)],
-                         lm._encode(continuations))
+                         lm.encode_continuations(continuations))
     np.testing.assert_allclose(fast, plain, atol=1e-3, rtol=0)
-    one = lm.score_shared_prefix(prefixes[1], suffixes[4:8], continuations[4:8])
+    one = score_shared_prefix(lm, prefixes[1], suffixes[4:8], continuations[4:8])
     np.testing.assert_allclose(one, plain[4:8], atol=1e-3, rtol=0)
 
 

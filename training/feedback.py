@@ -20,9 +20,9 @@ with the same settings drops a half-written last line, skips finished queries
 and writes no line twice.
 
 Speed: a candidate is a prefix shared by every query that retrieved it. With an
-LM that has ``score_shared_prefixes`` (``ricl.lm.TransformersLM``) the pairs of
-a chunk are grouped by candidate and each candidate's KV cache is computed once;
-any other ``ricl.LM`` (a server) gets the same pairs as whole prompts through
+in-process ``ricl.lm.TransformersLM`` the pairs of a chunk are grouped by candidate
+and each candidate's KV cache is computed once (``training.prefix_cache``); any
+other ``ricl.LM`` (a server) gets the same pairs as whole prompts through
 ``score``.
 
 Where the prompt is cut: the shared prefix is the demo, the template's separator
@@ -54,7 +54,9 @@ from tqdm.auto import tqdm
 
 from ricl.data import Corpus, Example
 from ricl.errors import ConfigError, CorpusError, OverwriteError, RiclError
+from ricl.lm import TransformersLM
 from ricl.template import Template, as_template
+from training.prefix_cache import score_shared_prefixes
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +339,6 @@ def score_candidates(
     todo = [chunk for chunk in chunks if any(queries[i].id not in out.done for i in chunk)]
     n_pairs = sum(len(rows_of[i]) + 1 for chunk in todo for i in chunk)
     if lm is None and todo:
-        from ricl.lm import TransformersLM
-
         lm = TransformersLM(batch_size=batch_size, dtype=dtype)
     bar = tqdm(total=n_pairs, unit="pair", desc="LM feedback", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
@@ -415,9 +415,9 @@ def _score_chunk(chunk: list[Example], rows_of: list[list[int]], scores_of: list
     suffixes = [query_suffixes[i] for i in pair_query]
     continuations = [answers[i] for i in pair_query]
 
-    if hasattr(lm, "score_shared_prefixes"):
-        pair_scores = lm.score_shared_prefixes(prefixes, suffixes, continuations, pair_prefix,
-                                               on_scored=advance)
+    if isinstance(lm, TransformersLM):
+        pair_scores = score_shared_prefixes(lm, prefixes, suffixes, continuations, pair_prefix,
+                                            on_scored=advance)
     else:
         pair_scores = _score_plainly(lm, [prefixes[p] + s for p, s in zip(pair_prefix, suffixes)],
                                      continuations, advance)

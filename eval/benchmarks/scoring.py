@@ -11,7 +11,7 @@ candidate) and scores them twice in one process, from text both times:
   log-softmax at every position, the answer tokens gathered from them;
 - plain: every one-demo prompt whole through ``TransformersLM.score``
   (length-sorted batches, logits only at the answer positions);
-- shared prefix: ``TransformersLM.score_shared_prefixes``, each distinct
+- shared prefix: ``training.prefix_cache.score_shared_prefixes``, each distinct
   candidate's KV cache computed once and reused by every query that retrieved it.
 
 The default workload mirrors the experiments' sharing (``eval.experiments.trained``:
@@ -74,7 +74,7 @@ def naive_score(lm, prompt_ids: list[list[int]], cont_ids: list[list[int]],
             rows = range(start, min(start + batch_size, len(prompt_ids)))
             sequences = [prompt_ids[i] + cont_ids[i] for i in rows]
             width = max(len(s) for s in sequences)
-            ids = torch.full((len(sequences), width), lm._pad_id, dtype=torch.long)
+            ids = torch.full((len(sequences), width), lm.pad_id, dtype=torch.long)
             mask = torch.zeros((len(sequences), width), dtype=torch.long)
             for r, sequence in enumerate(sequences):
                 ids[r, :len(sequence)] = torch.tensor(sequence)
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ricl.lm import TransformersLM
+    from training.prefix_cache import score_shared_prefixes
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     suffixes, continuations = pairs["suffixes"], pairs["continuations"]
     prompts = [prefixes[p] + s for p, s in zip(pair_prefix, suffixes)]
     n_pairs = len(prompts)
-    prefix_ids, suffix_ids = lm._encode_prompts(prefixes), lm._encode(suffixes)
-    cont_ids, joined_ids = lm._encode(continuations), lm._encode_prompts(prompts)
+    prefix_ids, suffix_ids = lm.encode_prompts(prefixes), lm.encode_continuations(suffixes)
+    cont_ids, joined_ids = lm.encode_continuations(continuations), lm.encode_prompts(prompts)
     same_ids = sum(j == prefix_ids[p] + s for j, p, s in zip(joined_ids, pair_prefix, suffix_ids))
     tokens_plain = sum(len(j) + len(c) for j, c in zip(joined_ids, cont_ids))
     tokens_shared = sum(len(prefix_ids[p]) for p in set(pair_prefix)) + sum(
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {
         "naive": lambda: naive_score(lm, joined_ids, cont_ids, args.batch_size),
         "plain": lambda: lm.score(prompts, continuations),
-        "shared prefix": lambda: lm.score_shared_prefixes(prefixes, suffixes, continuations, pair_prefix),
+        "shared prefix": lambda: score_shared_prefixes(lm, prefixes, suffixes, continuations, pair_prefix),
     }
     for round_ in range(args.repeats):
         for name in (methods if round_ % 2 == 0 else methods[::-1]):

@@ -1,28 +1,12 @@
-"""``LM`` over an OpenAI-compatible completion server that returns prompt log-probs.
+"""``OpenAICompletionsLM``: the ``LM`` protocol over an OpenAI-compatible completion server.
 
 Works with llama-cpp-python's server (``python -m llama_cpp.server --model M.gguf
 --logits_all true``) and vLLM (``vllm serve MODEL``); the C++ ``llama-server``
 of llama.cpp returns log-probs for generated tokens only, so it can generate
-but not score (you get a ``ServerResponseError`` that says so).
-
-The client is the standard library (``urllib``, ``json``): it needs neither the
-``openai`` package nor llama-cpp-python.
-
-How a continuation is scored: one request per (prompt, continuation) with
-``echo=true, logprobs=1, max_tokens=1`` on the joined text (``max_tokens=0``
-would be the natural ask, but llama-cpp-python reads 0 as "no limit"). The
-server answers with every token of the text, its log-probability and its
-character offset (``logprobs.tokens / token_logprobs / text_offset``; a vLLM
-response that carries ``prompt_logprobs`` instead is read too). The score is
-the sum over the continuation's tokens: those that start at or after
-``len(prompt)``, plus a token that starts inside the prompt and ends inside the
-continuation. Such a token exists when the tokenizer merges across the
-boundary (a prompt ending in a space, a continuation starting with a letter);
-it is counted whole, so its log-probability also covers the prompt's last
-characters, because the server has no token that holds only the continuation's
-part. ``TransformersLM`` tokenizes the two apart instead; both agree when the
-prompt ends where the tokenizer cuts anyway, which ricl's templates arrange
-(``"...Answer type:"`` then ``" location"``).
+but not score (you get a ``ServerResponseError`` that says so). How a
+continuation is scored from an echoed prompt: ``ricl.server_lm.logprobs``.
+Requests go through ``ricl.transport`` (httpx, bounded retries); neither the
+``openai`` package nor llama-cpp-python is needed.
 
 llama-cpp-python's server: a model whose GGUF adds no start token (SmolLM2,
 Qwen2) gets echoed log-probs shifted by one token in llama-cpp-python 0.3.36,
@@ -41,12 +25,7 @@ retried on a short, bounded schedule, then raise ``ServerUnavailableError``.
 
 from __future__ import annotations
 
-import http.client
-import json
 import logging
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -55,16 +34,22 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm.auto import tqdm
 
-from ricl.errors import ConfigError, ServerResponseError, ServerUnavailableError
-from ricl.lm import Normalize, _cut_at_stop, _text_list, choice_args, generation_args, pair_args
+from ricl.errors import ConfigError, ServerResponseError
+from ricl.lm import Normalize, choice_args, cut_at_stop, generation_args, pair_args, text_list
+from ricl.server_lm.logprobs import continuation_logprobs
+from ricl.transport import RETRY_DELAYS, JSONClient
 
 log = logging.getLogger(__name__)
 
-# The same bounded schedule as retrievers.chroma_store: a few tries, never a hang.
-RETRY_DELAYS = (0.5, 1.0, 2.0)
-RETRY_STATUSES = frozenset({502, 503, 504})  # a proxy with no backend yet, a model still loading
 # llama-cpp-python's server adds a repeat penalty of 1.1 unless told otherwise; greedy means none.
 GREEDY = {"temperature": 0.0, "top_p": 1.0, "repeat_penalty": 1.0}
+START_A_SERVER = (
+    "Start it, for instance `python -m llama_cpp.server --model MODEL.gguf --logits_all true --port PORT` "
+    "or `vllm serve MODEL --port PORT`, and pass base_url='http://HOST:PORT/v1'."
+)
+WHEN_SLOW = "raise timeout=, lower max_concurrency=, or send shorter prompts."
+NEEDS_PROMPT_LOGPROBS = (" The server must return prompt log-probs: start llama-cpp-python's server with "
+                         "`--logits_all true`, or use vLLM.")
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -131,14 +116,22 @@ class OpenAICompletionsLM:
         self.extra_body = dict(extra_body or {})
         self.progress = progress
         self._tokenize_route: str | None = None
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = JSONClient(server="the LM server", remedy=START_A_SERVER, slow_remedy=WHEN_SLOW,
+                                timeout=self.timeout, headers=headers, delays=self.retry_delays)
 
     def __repr__(self) -> str:
         return f"OpenAICompletionsLM(base_url={self.base_url!r}, model={self.model!r})"
 
+    def close(self) -> None:
+        """Close the connections kept alive to the server; no request can be sent after."""
+        self._http.close()
+
     # ------------------------------------------------------------------ protocol
 
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-        """``log p(continuations[i] | prompts[i])``, shape (n,); see the module docstring for the boundary."""
+        """``log p(continuations[i] | prompts[i])``, shape (n,); ``ricl.server_lm.logprobs`` says where
+        the continuation starts when a token straddles the boundary."""
         return self._score_pairs(prompts, continuations)[0]
 
     def score_choices(
@@ -173,13 +166,13 @@ class OpenAICompletionsLM:
             text = choice.get("text")
             if not isinstance(text, str):
                 raise ServerResponseError(f"{self.base_url}/completions returned a choice without text.")
-            return _cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
+            return cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
 
         return self._map(one, prompts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the server tokenizes a prompt (or the local ``tokenizer``, if given)."""
-        texts = _text_list(texts, "texts")
+        texts = text_list(texts, "texts")
         if not texts:
             return []
         if self.tokenizer is not None:
@@ -260,13 +253,10 @@ class OpenAICompletionsLM:
         return self._request("POST", f"{self._root if root else self.base_url}{route}", body)
 
     def _request(self, method: str, url: str, body: dict[str, Any] | None) -> Any:
-        data = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        return with_retries(lambda: _send(urllib.request.Request(url, data, headers, method=method),
-                                          self.timeout),
-                            self.retry_delays, what=f"{method} {url}")
+        try:
+            return self._http.request(method, url, body)
+        except ServerResponseError as error:
+            raise _with_hint(error) from None
 
     @staticmethod
     def _first_choice(answer: Any) -> dict[str, Any]:
@@ -303,147 +293,13 @@ class OpenAICompletionsLM:
             bar.close()
 
 
-# --------------------------------------------------------------------------- parsing
-
-
-def continuation_logprobs(choice: Mapping[str, Any], prompt_chars: int,
-                          text: str) -> list[float | None] | None:
-    """Log-probs of the tokens of ``text[prompt_chars:]`` in one completion choice of an echo request.
-
-    Reads the OpenAI echo shape (``logprobs.tokens / token_logprobs /
-    text_offset``, llama-cpp-python and vLLM) or vLLM's ``prompt_logprobs``
-    list. Returns ``None`` when the choice holds neither for the prompt's
-    tokens (a server that reports generated tokens only).
-    """
-    echoed = _from_echo(choice.get("logprobs"), prompt_chars, text)
-    if echoed is not None:
-        return echoed
-    return _from_prompt_logprobs(choice.get("prompt_logprobs"), choice.get("prompt_token_ids"),
-                                 prompt_chars, text)
-
-
-def _from_echo(logprobs: Any, prompt_chars: int, text: str) -> list[float | None] | None:
-    if not isinstance(logprobs, Mapping):
-        return None
-    tokens, values, offsets = (logprobs.get(k) for k in ("tokens", "token_logprobs", "text_offset"))
-    if not (isinstance(tokens, list) and isinstance(values, list) and isinstance(offsets, list)):
-        return None
-    if not tokens or not len(tokens) == len(values) == len(offsets):
-        return None
-    # vLLM echoes a start token as text ("<s>") that the prompt does not hold, and counts it
-    # in the offsets: measure them from where the text begins among the echoed tokens.
-    joined = "".join(t if isinstance(t, str) else "" for t in tokens)
-    if len(joined) < len(text):
-        return None  # generated tokens only: the prompt was not echoed
-    shift = max(joined.find(text), 0)
-    starts = [int(o) - shift for o in offsets]
-    ends = starts[1:] + [starts[-1] + len(tokens[-1] or "")]
-    # Without echo, every token starts at or after the text's end and nothing is inside.
-    return _inside(starts, ends, values, prompt_chars, len(text)) or None
-
-
-def _from_prompt_logprobs(entries: Any, token_ids: Any, prompt_chars: int,
-                          text: str) -> list[float | None] | None:
-    """vLLM's ``prompt_logprobs``: per prompt token ``None`` (the first) or ``{token_id: {logprob,
-    rank, decoded_token}}`` holding the prompt's own token, plus the top-k when k > 0."""
-    if not isinstance(entries, list) or len(entries) < 2:
-        return None
-    ids = token_ids if isinstance(token_ids, list) and len(token_ids) == len(entries) else None
-    chosen: list[tuple[float, str] | None] = []
-    for i, entry in enumerate(entries):
-        if entry is None:
-            chosen.append(None)
-            continue
-        if not isinstance(entry, Mapping) or not entry:
-            return None
-        # Which entry is the prompt's own token: the one named by prompt_token_ids, or the
-        # only one (prompt_logprobs=0); with top-k and no ids it cannot be told.
-        if ids is not None:
-            own = entry.get(str(ids[i]), entry.get(ids[i]))
-        else:
-            own = next(iter(entry.values())) if len(entry) == 1 else None
-        if not isinstance(own, Mapping) or "logprob" not in own:
-            return None
-        chosen.append((float(own["logprob"]), str(own.get("decoded_token") or "")))
-    # Place tokens from the end (the text's last token ends at len(text)): a start token
-    # without text, or None, may open the list.
-    starts, ends, values, end = [], [], [], len(text)
-    for item in reversed(chosen):
-        piece = item[1] if item is not None else text[:end]
-        starts.append(end - len(piece))
-        ends.append(end)
-        values.append(item[0] if item is not None else None)
-        end -= len(piece)
-    return _inside(starts[::-1], ends[::-1], values[::-1], prompt_chars, len(text))
-
-
-def _inside(starts: list[int], ends: list[int], values: list[Any], prompt_chars: int,
-            text_chars: int) -> list[float | None]:
-    """Values of tokens that overlap ``[prompt_chars, text_chars)``, generated tokens excluded."""
-    return [None if v is None else float(v) for s, e, v in zip(starts, ends, values)
-            if s < text_chars and (s >= prompt_chars or e > prompt_chars)]
-
-
-# --------------------------------------------------------------------------- transport
-
-
-def _send(request: urllib.request.Request, timeout: float) -> Any:
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-    except urllib.error.HTTPError as error:
-        raise ServerResponseError(_http_message(request, error), status=error.code) from None
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ServerResponseError(f"{request.full_url} did not answer JSON: {raw[:200]!r}") from None
-
-
-def _http_message(request: urllib.request.Request, error: urllib.error.HTTPError) -> str:
-    try:
-        detail = error.read().decode("utf-8", "replace")
-        parsed = json.loads(detail)
-        if isinstance(parsed, dict):
-            inner = parsed.get("error", parsed.get("detail", parsed))
-            detail = inner.get("message", str(inner)) if isinstance(inner, dict) else str(inner)
-    except Exception:  # noqa: BLE001 - the status alone still says something
-        detail = error.reason
-    message = f"{request.get_method()} {request.full_url} answered HTTP {error.code}: {str(detail)[:500]}"
-    if "logits_all" in str(detail) or "logprobs" in str(detail).lower():
-        message += (" The server must return prompt log-probs: start llama-cpp-python's server with "
-                    "`--logits_all true`, or use vLLM.")
-    if error.code in (401, 403):
+def _with_hint(error: ServerResponseError) -> ServerResponseError:
+    """The error, with what to do added where its status or text says what went wrong."""
+    message = str(error)
+    if error.status is None:
+        return error
+    if "logits_all" in message or "logprobs" in message.lower():
+        message += NEEDS_PROMPT_LOGPROBS
+    if error.status in (401, 403):
         message += " Pass the server's key as api_key=."
-    return message
-
-
-def with_retries(action: Callable[[], _R], delays: Sequence[float], what: str) -> _R:
-    """``action()``, tried again after each delay while the server cannot be reached.
-
-    A refused or dropped connection, and a 502/503/504 answer, are retried; once
-    the delays run out they become ``ServerUnavailableError``. A timeout is not
-    retried (the server is there, only slow) and raises at once. Other errors pass.
-    """
-    for attempt, delay in enumerate((*delays, None), start=1):
-        try:
-            return action()
-        except ServerResponseError as error:
-            if error.status not in RETRY_STATUSES:
-                raise
-            reason: BaseException = error
-        except (OSError, http.client.HTTPException) as error:  # URLError is an OSError
-            reason = getattr(error, "reason", error) if isinstance(error, urllib.error.URLError) else error
-            if isinstance(reason, TimeoutError):
-                raise ServerUnavailableError(
-                    f"{what} did not answer in time ({reason}). The server is up but slow or overloaded: "
-                    "raise timeout=, lower max_concurrency=, or send shorter prompts."
-                ) from None
-        if delay is None:
-            raise ServerUnavailableError(
-                f"Could not reach the LM server for {what} after {attempt} tries ({reason}). Start it, "
-                "for instance `python -m llama_cpp.server --model MODEL.gguf --logits_all true --port PORT` "
-                "or `vllm serve MODEL --port PORT`, and pass base_url='http://HOST:PORT/v1'."
-            ) from None
-        log.warning("LM server unreachable for %s (%s); retrying in %.1fs", what, reason, delay)
-        time.sleep(delay)
-    raise AssertionError("unreachable")
+    return ServerResponseError(message, status=error.status)
