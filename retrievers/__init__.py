@@ -18,11 +18,14 @@ __all__ = ["BM25Retriever", "Candidates", "DenseRetriever", "Retriever", "load_r
 _KINDS = {"bm25": BM25Retriever, "dense": DenseRetriever}
 
 
-def make_retriever(spec: Any, **options: Any) -> Retriever:
+def make_retriever(spec: Any, *, device: Any = None, **options: Any) -> Retriever:
     """"bm25", "dense", "dense:chroma", "chroma://host:port/collection" (dense on a Chroma
-    server), a sentence-transformers model dir, or a Retriever."""
+    server), a sentence-transformers model dir, or a Retriever. ``device`` places a
+    dense retriever's embedder ("auto", "cpu", "cuda", "cuda:N"); BM25 has none."""
     if isinstance(spec, Retriever) and not isinstance(spec, (str, Path)):
         return spec
+    if device is not None and not (isinstance(spec, str) and spec.partition(":")[0] == "bm25"):
+        options["device"] = device
     if isinstance(spec, str) and spec.startswith("chroma://"):
         return DenseRetriever(backend="chroma-server", server=spec, **options)
     if isinstance(spec, Path) or (isinstance(spec, str) and ("/" in spec or Path(spec).is_dir())):

@@ -40,8 +40,12 @@ class DenseRetriever(RetrieverBase):
     kind = "dense"
 
     def __init__(self, model: Any = None, backend: str = "exact", batch_size: int = 64,
-                 show_progress: bool | None = None, server: str | None = None):
+                 show_progress: bool | None = None, server: str | None = None,
+                 device: Any = "auto"):
         super().__init__()
+        from ricl.devices import resolve_device
+
+        self.device = resolve_device(device)  # the embedder's; vectors come back as numpy
         if backend not in BACKENDS:
             raise ConfigError(f"Dense backend {backend!r} is unknown; choose one of {BACKENDS}.")
         if batch_size <= 0:
@@ -64,7 +68,7 @@ class DenseRetriever(RetrieverBase):
         if self._encoder is None:
             from ricl.models import load_embedder
 
-            self._encoder = load_embedder(self.model_spec)
+            self._encoder = load_embedder(self.model_spec, self.device)
         return self._encoder
 
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
@@ -83,7 +87,7 @@ class DenseRetriever(RetrieverBase):
                                       show_progress_bar=False)
         result = []
         for tokens in outputs:
-            tokens = tokens.float().numpy()
+            tokens = tokens.float().cpu().numpy()
             tokens = tokens[1:-1] if len(tokens) > 2 else tokens
             norms = np.linalg.norm(tokens, axis=1, keepdims=True)
             result.append(tokens / np.maximum(norms, 1e-12))

@@ -52,7 +52,8 @@ class PromptBuilder:
     or "chat" (``Prompt.messages``: instructions as the system turn, each demo a user
     and an assistant turn, the query the last user turn; ``Prompt.text`` is the
     tokenizer's chat template applied with the generation prompt, and the budget
-    counts that text).
+    counts that text). ``device``: where a dense retriever's embedder runs ("auto":
+    a GPU when torch sees one; "cpu", "cuda", "cuda:N").
     """
 
     def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
@@ -60,7 +61,8 @@ class PromptBuilder:
                  max_tokens: int | None = None, order: str = "similar-last",
                  tokenizer: Any = None, instructions: str = "", seed: int = 0,
                  exclude_self: bool = True, selector_options: Mapping[str, Any] | None = None,
-                 retriever_options: Mapping[str, Any] | None = None, format: str = "text"):
+                 retriever_options: Mapping[str, Any] | None = None, format: str = "text",
+                 device: Any = None):
         if not isinstance(corpus, Corpus):
             raise ConfigError(f"PromptBuilder needs a ricl.Corpus, not {type(corpus).__name__}; "
                               "build one with ricl.Corpus.from_records(records, input=..., output=...).")
@@ -82,7 +84,8 @@ class PromptBuilder:
             self.template = Template(self.template.text, self.template.output_slot,
                                      self.template.separator, instructions)
         self.template.check_fields(self._field_names())
-        self.retriever = resolve("make_retriever")(retriever, **dict(retriever_options or {}))
+        self.retriever = resolve("make_retriever")(retriever, device=device,
+                                                   **dict(retriever_options or {}))
         self.selector = make_selector(selector, shared_seed=self.seed, **dict(selector_options or {}))
         self.tokens = TokenCounter(tokenizer)
         self.format = check_format(format)

@@ -46,8 +46,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 # One loaded object per resolved path and process; loading costs seconds, and the
 # models are only ever used for inference, so sharing them is safe.
 _LOCK = threading.RLock()
-_EMBEDDERS: dict[str, Any] = {}
-_CAUSAL_LMS: dict[tuple[str, str], Any] = {}
+_EMBEDDERS: dict[tuple[str, str], Any] = {}
+_CAUSAL_LMS: dict[tuple[str, str, str], Any] = {}
 _TOKENIZERS: dict[str, Any] = {}
 
 
@@ -100,14 +100,18 @@ def _packaged_file(distribution: str, suffix: str, purpose: str, pip_args: str) 
 # --------------------------------------------------------------------------- embedder
 
 
-def load_embedder(model: str | Path | SentenceTransformer | None = None) -> SentenceTransformer:
-    """A sentence-transformers model on the CPU, loaded from local files only.
+def load_embedder(model: str | Path | SentenceTransformer | None = None,
+                  device: Any = "cpu") -> SentenceTransformer:
+    """A sentence-transformers model, loaded from local files only, on ``device``
+    ("auto", "cpu", "cuda", "cuda:N"; see ``ricl.devices``).
 
     ``None`` loads the default all-MiniLM-L6-v2; a str or Path names a local
     sentence-transformers directory (for instance one written by fine-tuning);
-    an already-built ``SentenceTransformer`` is returned as is. Loaded models
-    are cached per path for the life of the process.
+    an already-built ``SentenceTransformer`` is returned as is, on its own device.
+    Loaded models are cached per path and device for the life of the process.
     """
+    from ricl.devices import resolve_device
+
     if model is not None and not isinstance(model, (str, os.PathLike)):
         from sentence_transformers import SentenceTransformer
 
@@ -117,16 +121,17 @@ def load_embedder(model: str | Path | SentenceTransformer | None = None) -> Sent
             f"Expected None, a model directory or a SentenceTransformer; got {type(model).__name__}."
         )
     path = embedder_path() if model is None else _checked_model_dir(model, "sentence-transformers")
-    key = str(path.resolve())
+    where = str(resolve_device(device))
+    key = (str(path.resolve()), where)
     with _LOCK:
         if key not in _EMBEDDERS:
             from sentence_transformers import SentenceTransformer
 
             try:
-                _EMBEDDERS[key] = SentenceTransformer(key, device="cpu", local_files_only=True)
+                _EMBEDDERS[key] = SentenceTransformer(key[0], device=where, local_files_only=True)
             except Exception as error:
                 raise ModelLoadError(
-                    f"Could not load a sentence-transformers model from {key}: {error}. "
+                    f"Could not load a sentence-transformers model from {key[0]}: {error}. "
                     "Pass a directory written by SentenceTransformer.save(), or None for the default embedder."
                 ) from error
         return _EMBEDDERS[key]
@@ -191,7 +196,7 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-DTYPES = ("float32", "bfloat16")
+DTYPES = ("float32", "bfloat16", "float16")  # what a model loads in; "auto" resolves first
 
 
 def check_dtype(dtype: str) -> str:
@@ -208,15 +213,18 @@ def weights_dtype(model: Any) -> str | None:
 
 
 def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None,
-                   dtype: str = "float32") -> tuple[Any, Any]:
-    """A causal language model and its tokenizer, in eval mode on the CPU.
+                   dtype: str = "float32", device: Any = "cpu",
+                   device_map: Any = None) -> tuple[Any, Any]:
+    """A causal language model and its tokenizer, in eval mode on ``device``.
 
     ``None`` loads the default SmolLM2-135M-Instruct (converting it once, see
     ``default_lm_dir``); a str or Path names a local transformers directory
     written by ``save_pretrained``; a ``(model, tokenizer)`` pair is used as is.
     ``dtype``: ``"float32"`` (exact) or ``"bfloat16"`` (about 3x faster on CPUs with
     AMX or AVX-512 BF16, with log-probabilities that differ in the second decimal).
-    Loaded models are cached per path and dtype for the life of the process.
+    ``device_map`` (e.g. "auto") spreads a model too large for one GPU over several
+    with accelerate, instead of ``device``. A model passed in keeps its device.
+    Loaded models are cached per path, dtype and placement for the life of the process.
     """
     check_dtype(dtype)
     if isinstance(model, tuple):
@@ -227,21 +235,30 @@ def load_causal_lm(model: str | Path | tuple[Any, Any] | None = None,
         return lm, tokenizer
     path = _lm_dir(model)
     key = str(path.resolve())
+    if device_map is None:
+        from ricl.devices import resolve_device
+
+        placement = str(resolve_device(device))
+    else:
+        placement = f"device_map={device_map!r}"
     with _LOCK:
-        if (key, dtype) not in _CAUSAL_LMS:
+        if (key, dtype, placement) not in _CAUSAL_LMS:
             import torch
             from transformers import AutoModelForCausalLM
 
             try:
                 lm = AutoModelForCausalLM.from_pretrained(key, dtype=getattr(torch, dtype),
-                                                          local_files_only=True)
+                                                          local_files_only=True,
+                                                          device_map=device_map)
+                if device_map is None:
+                    lm = lm.to(placement)
             except Exception as error:
                 raise ModelLoadError(
                     f"Could not load a causal language model from {key}: {error}. "
                     "Pass a directory written by save_pretrained(), or None for the default SmolLM2-135M."
                 ) from error
-            _CAUSAL_LMS[key, dtype] = lm.eval()
-        return _CAUSAL_LMS[key, dtype], load_tokenizer(path)
+            _CAUSAL_LMS[key, dtype, placement] = lm.eval()
+        return _CAUSAL_LMS[key, dtype, placement], load_tokenizer(path)
 
 
 def load_tokenizer(model: str | Path | tuple[Any, Any] | None = None) -> Any:

@@ -9,7 +9,10 @@ import torch
 from ricl.errors import ConfigError
 from ricl.lm import LM, TransformersLM
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.lm
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(
+               not torch.cuda.is_available(), reason="no GPU: torch.cuda.is_available() is False"))]
 
 PROMPTS = [
     "Review: a warm, funny and moving film\nSentiment:",
@@ -21,9 +24,10 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lm() -> TransformersLM:
-    return TransformersLM(batch_size=4)
+@pytest.fixture(scope="module", params=DEVICES)
+def lm(request) -> TransformersLM:
+    """The same tests on every device torch offers: the CPU always, a GPU when present."""
+    return TransformersLM(batch_size=4, device=request.param)
 
 
 def naive_score(lm: TransformersLM, prompt: str, continuation: str) -> float:
@@ -31,7 +35,7 @@ def naive_score(lm: TransformersLM, prompt: str, continuation: str) -> float:
     prompt_ids = lm.tokenizer(prompt).input_ids
     cont_ids = lm.tokenizer(continuation, add_special_tokens=False).input_ids
     with torch.inference_mode():
-        logits = lm.model(torch.tensor([prompt_ids + cont_ids])).logits[0]
+        logits = lm.model(torch.tensor([prompt_ids + cont_ids], device=lm.device)).logits[0]
     log_probs = logits.float().log_softmax(-1)
     return sum(log_probs[len(prompt_ids) - 1 + t, tok].item() for t, tok in enumerate(cont_ids))
 
@@ -119,9 +123,9 @@ def test_bad_arguments_are_config_errors(lm):
 def test_bfloat16_is_a_rounding_of_float32_not_another_model(lm):
     """bfloat16 weights move log-probs by rounding only: same shapes, close values,
     the same best label on clear-cut prompts; float32 stays the default."""
-    fast = TransformersLM(batch_size=4, dtype="bfloat16")
+    fast = TransformersLM(batch_size=4, dtype="bfloat16", device=lm.device)
     assert fast.model.dtype == torch.bfloat16 and lm.model.dtype == torch.float32
-    assert TransformersLM(batch_size=4).model is lm.model  # the float32 copy is shared
+    assert TransformersLM(batch_size=4, device=lm.device).model is lm.model  # fp32 copy shared
     choices = [" positive", " negative", " a city", " business"]
     exact, rounded = lm.score_choices(PROMPTS, choices), fast.score_choices(PROMPTS, choices)
     assert rounded.shape == exact.shape and np.all(np.isfinite(rounded))
@@ -131,4 +135,4 @@ def test_bfloat16_is_a_rounding_of_float32_not_another_model(lm):
     # bfloat16 rounding, which depends on batch shapes (measured: at most 0.15 nats).
     assert np.allclose(rounded, naive_matrix(fast, PROMPTS, choices), atol=0.3)
     with pytest.raises(ConfigError, match="dtype"):
-        TransformersLM(dtype="float16")
+        TransformersLM(dtype="float64")

@@ -108,7 +108,7 @@ def score_prefixed_ids(
     for i in range(n):
         if cont_ids[i]:
             pairs_of.setdefault(owner_prefix[i], []).append(i)
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.device(lm.device):  # tensors born on the model's device
         for group in _prefix_groups(prefix_ids, pairs_of, lm.batch_size, lm.max_batch_tokens):
             for i, value in _score_prefix_group(lm, prefix_ids, suffix_ids, cont_ids, owner_prefix,
                                                 pairs_of, group, on_scored):

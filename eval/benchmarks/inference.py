@@ -21,7 +21,6 @@ float32, how often the two pick the same label, and the accuracy of each.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ def plain_forward(lm, prompts: list[str], batch_size: int = 16) -> None:
     ids = [lm.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
     pad = lm.tokenizer.pad_token_id or 0
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.device(lm.device):
         for start in range(0, len(order), batch_size):
             batch = [ids[i] for i in order[start:start + batch_size]]
             width = max(len(s) for s in batch)
@@ -66,13 +65,15 @@ def _timed(fn) -> tuple[float, float, object]:
 
 
 def run(suite: str = "trec", n_prompts: int = 64, k: int = 8, threads: int = 1,
-        reps: int = 3, out: Path | None = None) -> str:
+        reps: int = 3, out: Path | None = None, device: str = "cpu") -> str:
     import torch
 
+    from ricl.devices import describe_hardware
     from ricl.lm import TransformersLM
 
     torch.set_num_threads(threads)
-    fp32, bf16 = TransformersLM(), TransformersLM(dtype="bfloat16")
+    fp32 = TransformersLM(device=device)
+    bf16 = TransformersLM(dtype="bfloat16", device=device)
     prompts, labels, gold = build_prompts(suite, n_prompts, k, fp32.tokenizer)
     tokens = sum(fp32.count_tokens(prompts))
     methods = {
@@ -92,9 +93,8 @@ def run(suite: str = "trec", n_prompts: int = 64, k: int = 8, threads: int = 1,
     plain_wall, plain_cpu = best["plain forward, float32 (full logits)"]
     lines = [f"# Label scoring throughput ({suite}, {n_prompts} prompts, k={k}, "
              f"{tokens} prompt tokens, {threads} thread(s), best of {reps})", "",
-             f"Machine: {platform.processor() or platform.machine()}, torch "
-             f"{torch.__version__}. Reproduce: `python -m eval.benchmarks.inference --threads "
-             f"{threads}`.", "",
+             f"Machine: {describe_hardware()}; LM on {fp32.device}. Reproduce: "
+             f"`python -m eval.benchmarks.inference --threads {threads} --device {device}`.", "",
              "| method | wall s | tokens/s | × plain (wall) | CPU s | × plain (CPU) |",
              "|---|---|---|---|---|---|"]
     for name, (wall, cpu) in best.items():
@@ -126,9 +126,9 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path,
                         help="also write the table here (published: eval/results/bench_inference.md)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     args = parser.parse_args(argv)
-    print(run(args.suite, args.prompts, args.k, args.threads, args.reps,
-              args.out))
+    print(run(args.suite, args.prompts, args.k, args.threads, args.reps, args.out, args.device))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ricl.devices import resolve_device, resolve_dtype
 from ricl.errors import ConfigError
 from ricl.lm.batching import length_batches
 from ricl.lm.choices import score_from_cache, score_single_token
@@ -35,8 +36,15 @@ class TransformersLM:
         max_batch_tokens: most padded tokens per forward pass; long prompts
             get smaller batches so that memory stays bounded.
         progress: show a tqdm bar over batches.
-        dtype: ``"float32"`` (default, exact) or ``"bfloat16"`` (about 3x the speed
-            on CPUs with AMX/AVX-512 BF16; scores are rounded, see ``eval.benchmarks.inference``).
+        dtype: ``"float32"`` (default, exact), ``"bfloat16"`` (about 3x the speed on
+            CPUs with AMX/AVX-512 BF16; scores are rounded, see
+            ``eval.benchmarks.inference``), ``"float16"`` (GPUs), or ``"auto"``
+            (bfloat16 where the hardware computes it natively, see ``ricl.devices``).
+        device: ``"auto"`` (default: a GPU when torch sees one, else the CPU),
+            ``"cpu"``, ``"cuda"``, ``"cuda:N"``. A model passed in as a
+            ``(model, tokenizer)`` pair keeps its own device.
+        device_map: e.g. ``"auto"`` to spread a model too large for one GPU over
+            several (accelerate), instead of ``device``.
     """
 
     def __init__(
@@ -46,12 +54,18 @@ class TransformersLM:
         max_batch_tokens: int = 8192,
         progress: bool = False,
         dtype: str = "float32",
+        device: Any = "auto",
+        device_map: Any = None,
     ):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
         if max_batch_tokens < 1:
             raise ConfigError(f"max_batch_tokens must be at least 1, got {max_batch_tokens}.")
-        self.model, self.tokenizer = load_causal_lm(model, dtype)
+        if not isinstance(model, tuple) and device_map is None:
+            device = resolve_device(device)
+        self.model, self.tokenizer = load_causal_lm(model, resolve_dtype(dtype, device),
+                                                    device, device_map)
+        self.device = self.model.device  # where inputs go (the first shard under device_map)
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.progress = progress
@@ -94,10 +108,10 @@ class TransformersLM:
 
         score_batch = score_single_token if longest_choice == 1 else score_from_cache
         scores = np.zeros((len(prompts), len(choices)))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
             for rows in self._batches([len(p) for p in prompt_ids]):
                 batch = [prompt_ids[i] for i in rows]
-                scores[rows] = score_batch(self.model, batch, choice_ids, self.pad_id).numpy()
+                scores[rows] = score_batch(self.model, batch, choice_ids, self.pad_id).cpu().numpy()
         if normalize == "mean":
             scores /= np.array([len(c) for c in choice_ids], dtype=float)
         return scores
@@ -113,7 +127,7 @@ class TransformersLM:
         texts = [""] * len(prompts)
         if max_new_tokens == 0:
             return texts
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
             for rows in self._batches([len(p) for p in prompt_ids]):
                 batch = [prompt_ids[i] for i in rows]
                 done = generate_batch(self.model, self.tokenizer, batch, max_new_tokens, stop,
@@ -144,13 +158,13 @@ class TransformersLM:
         sequences = [p + c for p, c in zip(prompt_ids, cont_ids)]
         self.check_lengths(sequences)
         scores = np.zeros(len(prompt_ids))
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
             for rows in self._batches([len(s) for s in sequences]):
                 n_cont = [len(cont_ids[i]) for i in rows]
                 if sum(n_cont) == 0:
                     continue
                 sums = score_continuations(self.model, [sequences[i] for i in rows], n_cont, self.pad_id)
-                scores[rows] = sums.numpy()
+                scores[rows] = sums.cpu().numpy()
         return scores
 
     def encode_continuations(self, texts: list[str]) -> list[list[int]]:
