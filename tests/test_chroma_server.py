@@ -21,6 +21,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+pytestmark = [pytest.mark.server, pytest.mark.subprocess]
+
+
 class ChromaServer:
     def __init__(self, path: Path, port: int):
         self.path, self.port, self.process = path, port, None

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from ricl.cli import main
 from training.feedback import HEADER_KEY
 
@@ -31,12 +33,14 @@ def test_errors_are_one_line_messages_with_exit_code_2(tmp_path, capsys):
     assert "no output field 'label'" in err and "Traceback" not in err
 
 
+@pytest.mark.subprocess
 def test_console_script_lists_suites():
     result = subprocess.run([sys.executable, "-m", "ricl.cli", "suites"], capture_output=True,
                             text=True, check=True)
     assert "| trec | 5869 |" in result.stdout
 
 
+@pytest.mark.lm
 def test_score_train_then_index_with_the_trained_retriever(tmp_path, trec, capsys):
     """The LM-feedback loop from the shell: score (bfloat16), rerun resumes, train, index."""
     data = tmp_path / "pool.jsonl"

@@ -52,6 +52,7 @@ def _kill_after_first_write(script: str, out: Path, delay: float) -> None:
     writer.wait()
 
 
+@pytest.mark.subprocess
 def test_kill_9_during_index_save_leaves_a_loadable_index(tmp_path):
     out = tmp_path / "idx"
     rng = random.Random(0)
@@ -79,6 +80,7 @@ FILE_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_kill_9_during_a_streamed_file_write_leaves_a_whole_version(tmp_path):
     import gzip
 
@@ -136,7 +138,8 @@ def _kill_when(process: subprocess.Popen, ready, rng: random.Random, timeout: fl
     process.wait()
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.subprocess
 def test_kill_9_during_feedback_scoring_resumes_without_loss_or_duplicates(tmp_path, score_args,
                                                                             reference_feedback):
     _, expected = read_feedback(reference_feedback)
@@ -163,7 +166,8 @@ def test_kill_9_during_feedback_scoring_resumes_without_loss_or_duplicates(tmp_p
         assert got.zero_shot == pytest.approx(want.zero_shot, abs=1e-4)
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.subprocess
 def test_kill_9_during_training_resumes_from_the_last_whole_checkpoint(tmp_path, score_args,
                                                                        reference_feedback):
     train = ["train", str(reference_feedback), *score_args[0], "--loss", "contrastive",

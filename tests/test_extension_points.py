@@ -120,7 +120,7 @@ def test_one_seed_reproduces_every_random_part(trec_corpus, trec_queries):
         ricl.PromptBuilder(trec_corpus, selector="random", seed=1, selector_options={"seed": 2})
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_the_scoring_lm_counts_the_budget_and_the_prompt_says_so(trec_corpus, trec_queries):
     lm = ricl.TransformersLM()
     builder = ricl.PromptBuilder(trec_corpus, retriever="bm25", k=8, max_tokens=60, tokenizer=lm)

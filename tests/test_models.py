@@ -13,6 +13,7 @@ from ricl import models
 from ricl.errors import MissingPackageError, ModelLoadError
 
 
+@pytest.mark.subprocess
 def test_importing_ricl_turns_hub_access_off():
     # In a fresh interpreter whose environment allows the hub: this process's own
     # environment has already been set by conftest's `import ricl`.

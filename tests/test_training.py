@@ -15,7 +15,7 @@ from training.feedback import FeedbackError, read_feedback, score_candidates, sp
 from training.prefix_cache import score_shared_prefix, score_shared_prefixes
 from training.train import read_card, train_retriever
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.lm
 
 N_CANDIDATES = 4
 
