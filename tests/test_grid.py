@@ -217,16 +217,16 @@ def test_content_free_prompts_keep_the_demos_and_replace_the_query(trec_corpus, 
 def test_eval_command_runs_a_grid_and_writes_the_report(tmp_path, capsys, monkeypatch, lm):
     import argparse
 
-    from eval.commands import add_commands, run
+    from eval.commands import register
 
     monkeypatch.setattr("ricl.lm.TransformersLM", lambda dtype="float32": lm)  # the loaded default LM
 
     parser = argparse.ArgumentParser(prog="ricl")
-    add_commands(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval", "--suite", "trec", "--retriever", "bm25", "--selector",
                               "similarity", "-k", "0", "1", "--n-test", "3", "--pool-size", "50",
                               "--out", str(tmp_path), "--quiet"])
-    assert run(args) == 0
+    assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "4 cells in" in out and "bm25 + similarity" in out
     assert (tmp_path / "report.md").is_file() and (tmp_path / "bars_k1.png").is_file()

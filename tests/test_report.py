@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eval.commands import add_commands, run
+from eval.commands import register
 from eval.report import write_report
 
 LABELS = ["negative", "positive"]
@@ -85,8 +85,9 @@ def test_report_tables_mark_the_best_cell_and_test_its_lead(results, tmp_path):
 
 def test_report_command_writes_beside_the_results(results, capsys):
     parser = argparse.ArgumentParser(prog="ricl")
-    add_commands(parser.add_subparsers(dest="command"))
-    assert run(parser.parse_args(["report", str(results)])) == 0
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", str(results)])
+    assert args.handler(args) == 0
     assert capsys.readouterr().out.strip() == str(results.parent / "report.md")
     args = parser.parse_args(["eval", "--suite", "sst2", "trec", "--retriever", "bm25", "dense",
                               "--selector", "random", "similarity", "dpp", "-k", "0", "4", "8",
