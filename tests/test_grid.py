@@ -68,12 +68,12 @@ def grid(tmp_path_factory, lm, tiny_trec):
 
 
 def test_plan_runs_zero_shot_once_and_seeds_only_for_random():
-    from eval.grid import _SuiteRun
+    from eval.grid import SuiteRun
 
     suite = SimpleNamespace(name="toy", pool=[{"id": "p", "text": "a", "label": "x"}],
                             test=[{"id": "t", "text": "b", "label": "x"}], labels=("x", "y"),
                             template="{text} -> {output}")
-    cells = plan_cells([_SuiteRun(suite, 1, {"bm25": "bm25", "dense": "dense"})],
+    cells = plan_cells([SuiteRun(suite, 1, {"bm25": "bm25", "dense": "dense"})],
                        ["bm25", "dense"], ["similarity", "random", "dpp"], [0, 4, 8], [0, 1, 2],
                        n_test=1, calibrate=False, normalize="sum")
     methods = [(c.method, c.k, c.seed) for c in cells]
