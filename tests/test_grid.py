@@ -173,10 +173,13 @@ def _qa_suite(task):
         others = [f[1] for f in facts if f[1] != label][:2]
         records.append({"id": f"q{i}", "question": question, "label": label, "answers": answers,
                         "choices": sorted([label] + others)})
-    return SimpleNamespace(name=f"toy-{task}", task=task, input_fields=("question",),
-                           labels=(), template="Question: {question}\nAnswer: {output}",
-                           metric="exact_match_f1" if task == "open_qa" else "accuracy",
-                           pool=records[:4], test=records[4:])
+    from eval.suites import Suite
+
+    return Suite(name=f"toy-{task}", task=task, input_fields=("question",), labels=(),
+                 template="Question: {question}\nAnswer: {output}",
+                 metric="exact_match_f1" if task == "open_qa" else "accuracy",
+                 pool=tuple(records[:4]), test=tuple(records[4:]), source="hand-made",
+                 license="facts", notes="")
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@
 """
 
 from eval.grid.cells import GridState, run_cell
-from eval.grid.plan import (KEY_FIELDS, KNN_VOTE, MAJORITY, NO_RETRIEVER, TASKS, ZERO_SHOT, Cell,
+from eval.grid.plan import (KEY_FIELDS, KNN_VOTE, MAJORITY, NO_RETRIEVER, ZERO_SHOT, Cell,
                             plan_cells, row_key)
 from eval.grid.runner import run_grid
 from eval.grid.store import PREDICTIONS, RESULTS, GridStore
@@ -16,5 +16,5 @@ from eval.grid.suite_run import SuiteRun
 from ricl.jsonl_store import read_jsonl
 
 __all__ = ["Cell", "GridState", "GridStore", "KEY_FIELDS", "KNN_VOTE", "MAJORITY",
-           "NO_RETRIEVER", "PREDICTIONS", "RESULTS", "SuiteRun", "TASKS", "ZERO_SHOT",
+           "NO_RETRIEVER", "PREDICTIONS", "RESULTS", "SuiteRun", "ZERO_SHOT",
            "plan_cells", "read_jsonl", "row_key", "run_cell", "run_grid"]

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 ZERO_SHOT, MAJORITY, KNN_VOTE = "zero-shot", "majority", "knn-vote"
 NO_RETRIEVER = "none"
-TASKS = ("classification", "multiple_choice", "open_qa")
 KEY_FIELDS = ("suite", "retriever", "selector", "k", "seed", "n_test", "pool_size",
               "calibrate", "normalize")
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from eval.grid.plan import TASKS
+from eval.suites import TASKS
 from ricl.errors import ConfigError
 
 log = logging.getLogger(__name__)
