@@ -165,18 +165,18 @@ class McNemarResult:
     only_b: int
     p_value: float
 
-    @property
-    def discordant(self) -> int:
-        return self.only_a + self.only_b
-
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemarResult:
     """Exact (binomial) McNemar test on paired per-example correctness.
 
     Under the null both systems are equally good, so each discordant pair is a fair
-    coin: ``p = min(1, 2 P[X <= min(b, c)])`` with ``X ~ Binomial(b + c, 1/2)``
-    (McNemar 1947; the exact form is Edwards' recommendation for small counts).
+    coin: the two-sided exact binomial test of ``only_a`` successes in ``only_a +
+    only_b`` trials at p = 1/2, that is ``min(1, 2 P[X <= min(b, c)])`` with
+    ``X ~ Binomial(b + c, 1/2)`` (McNemar 1947; the exact form is Edwards'
+    recommendation for small counts). SciPy's ``binomtest`` computes it.
     """
+    from scipy.stats import binomtest  # here: scipy.stats takes a second to import
+
     _check_paired(correct_a, correct_b, "correct_a", "correct_b")
     a = np.asarray(correct_a, dtype=bool)
     b = np.asarray(correct_b, dtype=bool)
@@ -184,8 +184,7 @@ def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNem
     n = only_a + only_b
     if n == 0:
         return McNemarResult(only_a, only_b, 1.0)
-    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
-    return McNemarResult(only_a, only_b, min(1.0, 2 * tail))
+    return McNemarResult(only_a, only_b, float(binomtest(only_a, n, 0.5).pvalue))
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from eval.grid import KNN_VOTE, MAJORITY, ZERO_SHOT, read_jsonl
+from eval.grid.plan import KNN_VOTE, MAJORITY, ZERO_SHOT
 from eval.metrics import mcnemar_exact
 from ricl.errors import ConfigError
 from ricl.io import publish_files, staging_dir
+from ricl.jsonl_store import read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -68,12 +68,12 @@ def grid(tmp_path_factory, lm, tiny_trec):
 
 
 def test_plan_runs_zero_shot_once_and_seeds_only_for_random():
-    from eval.grid import _SuiteRun
+    from eval.grid import SuiteRun
 
     suite = SimpleNamespace(name="toy", pool=[{"id": "p", "text": "a", "label": "x"}],
                             test=[{"id": "t", "text": "b", "label": "x"}], labels=("x", "y"),
                             template="{text} -> {output}")
-    cells = plan_cells([_SuiteRun(suite, 1, {"bm25": "bm25", "dense": "dense"})],
+    cells = plan_cells([SuiteRun(suite, 1, {"bm25": "bm25", "dense": "dense"})],
                        ["bm25", "dense"], ["similarity", "random", "dpp"], [0, 4, 8], [0, 1, 2],
                        n_test=1, calibrate=False, normalize="sum")
     methods = [(c.method, c.k, c.seed) for c in cells]
@@ -173,10 +173,13 @@ def _qa_suite(task):
         others = [f[1] for f in facts if f[1] != label][:2]
         records.append({"id": f"q{i}", "question": question, "label": label, "answers": answers,
                         "choices": sorted([label] + others)})
-    return SimpleNamespace(name=f"toy-{task}", task=task, input_fields=("question",),
-                           labels=(), template="Question: {question}\nAnswer: {output}",
-                           metric="exact_match_f1" if task == "open_qa" else "accuracy",
-                           pool=records[:4], test=records[4:])
+    from eval.suites import Suite
+
+    return Suite(name=f"toy-{task}", task=task, input_fields=("question",), labels=(),
+                 template="Question: {question}\nAnswer: {output}",
+                 metric="exact_match_f1" if task == "open_qa" else "accuracy",
+                 pool=tuple(records[:4]), test=tuple(records[4:]), source="hand-made",
+                 license="facts", notes="")
 
 
 @pytest.mark.slow
@@ -217,16 +220,16 @@ def test_content_free_prompts_keep_the_demos_and_replace_the_query(trec_corpus, 
 def test_eval_command_runs_a_grid_and_writes_the_report(tmp_path, capsys, monkeypatch, lm):
     import argparse
 
-    from eval.commands import add_commands, run
+    from eval.commands import register
 
     monkeypatch.setattr("ricl.lm.TransformersLM", lambda dtype="float32": lm)  # the loaded default LM
 
     parser = argparse.ArgumentParser(prog="ricl")
-    add_commands(parser.add_subparsers(dest="command"))
+    register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval", "--suite", "trec", "--retriever", "bm25", "--selector",
                               "similarity", "-k", "0", "1", "--n-test", "3", "--pool-size", "50",
                               "--out", str(tmp_path), "--quiet"])
-    assert run(args) == 0
+    assert args.handler(args) == 0
     out = capsys.readouterr().out
     assert "4 cells in" in out and "bm25 + similarity" in out
     assert (tmp_path / "report.md").is_file() and (tmp_path / "bars_k1.png").is_file()

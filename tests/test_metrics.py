@@ -103,6 +103,16 @@ def test_mcnemar_exact_on_a_hand_computed_case():
     assert mcnemar_exact([True] * 3 + [False] * 3, [False] * 3 + [True] * 3).p_value == 1.0
 
 
+def test_mcnemar_exact_is_twice_the_smaller_binomial_tail():
+    for only_a in range(0, 41, 3):
+        for only_b in range(0, 41, 4):
+            n = only_a + only_b
+            tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+            a = [True] * only_a + [False] * only_b
+            assert mcnemar_exact(a, [not x for x in a]).p_value == pytest.approx(
+                min(1.0, 2 * tail), rel=1e-12)
+
+
 def test_paired_bootstrap_is_seeded_and_sensible():
     a = [1] * 30 + [0] * 10
     b = [0] * 15 + [1] * 15 + [0] * 10

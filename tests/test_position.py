@@ -78,11 +78,13 @@ def test_fitted_bias_puts_the_likely_gold_rank_where_the_curve_peaks():
 def test_store_resumes_and_skips_a_torn_line(tmp_path):
     store = position._Store(tmp_path)
     store.add({"key": "a", "answer_logprob": -1.0}, [{"id": "q1", "answer_logprob": -1.0}])
-    with store.results.open("a") as f:
+    with store.results.path.open("a") as f:
         f.write('{"key": "b", "answer_lo')  # killed mid-write
     again = position._Store(tmp_path)
     assert again.done("a") == {"key": "a", "answer_logprob": -1.0} and again.done("b") is None
     assert again.predictions_of("a") == [{"key": "a", "id": "q1", "answer_logprob": -1.0}]
+    again.add({"key": "b", "answer_logprob": -2.0}, [])  # the torn line is cut off first
+    assert position._Store(tmp_path).done("b") == {"key": "b", "answer_logprob": -2.0}
 
 
 def test_a_study_on_the_real_lm_resumes_without_rescoring(tmp_path):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import string
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -53,7 +52,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ricl.data import Corpus, Example
-from ricl.errors import ConfigError, CorpusError, OverwriteError, RiclError
+from ricl.errors import ConfigError, CorpusError, DataError, OverwriteError, RiclError
+from ricl.jsonl_store import JsonlStore
 from ricl.lm import TransformersLM
 from ricl.template import Template, as_template
 from training.prefix_cache import score_shared_prefixes
@@ -80,14 +80,14 @@ class FeedbackRecord:
     lm_scores: tuple[float, ...]
     zero_shot: float
 
-    def to_json(self) -> str:
-        return json.dumps({
+    def to_dict(self) -> dict[str, Any]:
+        return {
             "query_id": self.query_id, "query": self.query, "answer": self.answer,
             "candidates": list(self.candidates),
             "retriever_scores": [round(float(s), 6) for s in self.retriever_scores],
             "lm_scores": [round(float(s), 6) for s in self.lm_scores],
             "zero_shot": round(float(self.zero_shot), 6),
-        }, ensure_ascii=False)
+        }
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> FeedbackRecord:
@@ -127,7 +127,7 @@ def read_feedback(path: str | Path) -> tuple[dict[str, Any], list[FeedbackRecord
     if not path.is_file():
         raise FeedbackError(f"No feedback file at {path}. Write one with training.score_candidates "
                             "(or `ricl score`).")
-    header, records, _ = _parse(path.read_bytes(), path)
+    header, records = _parse(_open(path).rows, path)
     if header is None:
         raise FeedbackError(f"{path} is empty: it holds no feedback header. Rerun score_candidates.")
     if not records:
@@ -135,44 +135,24 @@ def read_feedback(path: str | Path) -> tuple[dict[str, Any], list[FeedbackRecord
     return header, records
 
 
-def _parse(data: bytes, path: Path) -> tuple[dict[str, Any] | None, list[FeedbackRecord], int]:
-    """Header, records, and the byte length of the complete lines.
+def _open(path: Path) -> JsonlStore:
+    """The file as a store keyed by query id; damage before its last line is an error."""
+    try:
+        return JsonlStore(path, key=lambda line: line.get("query_id"))
+    except DataError as exc:
+        raise FeedbackError(str(exc)) from None
 
-    Only the last line may be broken (a write cut by a kill); it is not counted
-    in the returned length, so that a resumed writer can cut it off. A broken
-    line anywhere else means the file was damaged otherwise, and is an error.
-    """
-    header: dict[str, Any] | None = None
-    records: list[FeedbackRecord] = []
-    good = 0
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, start=1):
-        last = number == len(lines)
-        if last and raw == b"":
-            break
-        where = f"{path}:{number}"
-        try:
-            value = json.loads(raw.decode("utf-8"))
-            if not isinstance(value, dict):
-                raise ValueError("not a JSON object")
-        except (UnicodeDecodeError, ValueError):
-            if last:  # a line without its newline: a write cut short
-                log.warning("%s: dropping a half-written last line (%d bytes).", path, len(raw))
-                break
-            raise FeedbackError(f"{where} is not a JSON object: the file is corrupted. "
-                                "Delete it and score again, or restore it.") from None
-        if last:  # complete JSON but no newline: still cut short, the newline is part of the line
-            log.warning("%s: dropping a last line without its newline.", path)
-            break
-        if number == 1:
-            if HEADER_KEY not in value:
-                raise FeedbackError(f"{path} does not start with a feedback header: it was not "
-                                    "written by training.score_candidates.")
-            header = value[HEADER_KEY]
-        else:
-            records.append(FeedbackRecord.from_dict(value, where))
-        good += len(raw) + 1
-    return header, records, good
+
+def _parse(lines: Sequence[dict[str, Any]], path: Path
+           ) -> tuple[dict[str, Any] | None, list[FeedbackRecord]]:
+    """Header and records of the file's whole lines (a line cut by a kill is not among them)."""
+    if not lines:
+        return None, []
+    if HEADER_KEY not in lines[0]:
+        raise FeedbackError(f"{path} does not start with a feedback header: it was not "
+                            "written by training.score_candidates.")
+    return lines[0][HEADER_KEY], [FeedbackRecord.from_dict(line, f"{path}:{number}")
+                                  for number, line in enumerate(lines[1:], start=2)]
 
 
 class FeedbackFile:
@@ -181,44 +161,27 @@ class FeedbackFile:
     def __init__(self, path: str | Path, settings: dict[str, Any], resume: bool = True):
         self.path = Path(path)
         _check_feedback_target(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.done: set[str] = set()
-        header, records, good = (None, [], 0)
-        if resume and self.path.is_file():
-            header, records, good = _parse(self.path.read_bytes(), self.path)
+        if not resume:
+            self.path.unlink(missing_ok=True)
+        self._store = _open(self.path)
+        header, records = _parse(self._store.rows, self.path)
         if header is not None and header != settings:
             changed = sorted(k for k in set(header) | set(settings) if header.get(k) != settings.get(k))
             raise ConfigError(
                 f"{self.path} holds feedback scored with other settings ({', '.join(changed)} differ). "
                 "Pass another out_path, or resume=False to start it over.")
         if header is None:
-            self._start(settings)
-        else:
-            with open(self.path, "r+b") as handle:
-                handle.truncate(good)  # drop a half-written last line, if any
-                handle.flush()
-                os.fsync(handle.fileno())
-            self.done = {record.query_id for record in records}
-            if records:
-                log.info("Resuming %s: %d queries already scored.", self.path, len(records))
+            self._store.append([{HEADER_KEY: settings}])
+        elif records:
+            log.info("Resuming %s: %d queries already scored.", self.path, len(records))
 
-    def _start(self, settings: dict[str, Any]) -> None:
-        line = json.dumps({HEADER_KEY: settings}, ensure_ascii=False) + "\n"
-        with open(self.path, "wb") as handle:
-            handle.write(line.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        _fsync_dir(self.path.parent)
+    @property
+    def done(self):
+        """The ids of the queries already scored."""
+        return self._store.keys()
 
     def append(self, records: Sequence[FeedbackRecord]) -> None:
-        if not records:
-            return
-        data = "".join(record.to_json() + "\n" for record in records).encode("utf-8")
-        with open(self.path, "ab") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        self.done.update(record.query_id for record in records)
+        self._store.append(record.to_dict() for record in records)
 
 
 def _check_feedback_target(path: Path) -> None:
@@ -239,19 +202,6 @@ def _check_feedback_target(path: Path) -> None:
         raise OverwriteError(f"{path} exists and is not a feedback file written by "
                              "score_candidates; ricl will not write over it. Pick another "
                              "out_path.")
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- scoring

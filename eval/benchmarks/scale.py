@@ -673,11 +673,6 @@ class Latency:
     def p99(self) -> float:
         return float(np.percentile(self.times_ms, 99))
 
-    def summary(self) -> dict[str, Any]:
-        return {"retriever": self.retriever, "step": self.step, "p50": self.p50,
-                "p99": self.p99, "mean": float(np.mean(self.times_ms)),
-                "queries": len(self.times_ms), "first_ms": self.first_ms}
-
 
 @dataclass(frozen=True)
 class Job:

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import random
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ import numpy as np
 from eval import metrics
 from ricl.errors import ConfigError
 from ricl.io import atomic_write_text
+from ricl.jsonl_store import JsonlStore
 
 log = logging.getLogger(__name__)
 
@@ -199,47 +199,31 @@ def fitted_bias(curve: dict[int, float], n_documents: int,
 
 
 class _Store:
-    """results.jsonl (one row per condition) and predictions.jsonl, appended as each
-    condition finishes; finished conditions are skipped on a rerun."""
+    """results.jsonl (one row per condition) and predictions.jsonl (per question, tagged
+    with the condition's key), appended as each condition finishes; finished conditions
+    are skipped on a rerun. Both keep ``json.dumps``'s default ASCII escaping."""
 
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.results = out_dir / "results.jsonl"
-        self.predictions = out_dir / "predictions.jsonl"
-        self.rows = {}
-        if self.results.exists():
-            for line in self.results.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a torn last line from a kill
-                    continue
-                self.rows[row["key"]] = row
-        self._predictions: dict[str, list[dict]] | None = None  # by key, read once when asked
+        self.results = JsonlStore(out_dir / "results.jsonl", key=lambda row: row["key"],
+                                  ensure_ascii=True)
+        self.predictions = JsonlStore(out_dir / "predictions.jsonl", ensure_ascii=True)
+
+    @property
+    def rows(self) -> dict[str, dict]:
+        return {row["key"]: row for row in self.results.rows}
 
     def predictions_of(self, key: str) -> list[dict]:
-        if self._predictions is None:
-            self._predictions = defaultdict(list)
-            if self.predictions.exists():
-                for line in self.predictions.read_text().splitlines():
-                    if line.startswith("{") and line.endswith("}"):
-                        row = json.loads(line)
-                        self._predictions[row["key"]].append(row)
-        return self._predictions.get(key, [])
+        return [row for row in self.predictions.rows if row["key"] == key]
 
     def done(self, key: str) -> dict | None:
-        return self.rows.get(key)
+        return self.results.get(key)
 
     def add(self, row: dict, predictions: list[dict]) -> None:
-        with self.predictions.open("a") as f:
-            f.writelines(json.dumps({"key": row["key"], **p}) + "\n" for p in predictions)
-        with self.results.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows[row["key"]] = row
-        if self._predictions is not None:
-            self._predictions[row["key"]] += [{"key": row["key"], **p} for p in predictions]
+        """Predictions first: a kill before the row leaves a condition that reruns."""
+        self.predictions.append({"key": row["key"], **p} for p in predictions)
+        self.results.append([row])
 
 
 def _run_condition(store: _Store, lm: Any, key: str, items: Sequence[Item],

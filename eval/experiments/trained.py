@@ -160,7 +160,7 @@ def _p(value: float, prose: bool = False) -> str:
 def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
                   n_candidates: int) -> Path:
     from eval import metrics
-    from eval.grid import read_jsonl
+    from ricl.jsonl_store import read_jsonl
     from ricl.io import atomic_write_text
 
     def correct(row):
