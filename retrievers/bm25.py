@@ -161,7 +161,8 @@ class BM25Retriever(RetrieverBase):
             raise IndexLoadError(f"The BM25 index at {path} is corrupted ({exc}). "
                                  "Rebuild it with index() + save().") from None
         retriever._set_corpus(corpus)
-        params = [getattr(retriever._bm25, name, None) for name in ("k1", "b", "num_docs")]
+        params = [getattr(retriever._bm25, "k1", None), getattr(retriever._bm25, "b", None),
+                  (getattr(retriever._bm25, "scores", None) or {}).get("num_docs")]
         if any(isinstance(p, bool) or not isinstance(p, (int, float)) for p in params) \
                 or params[2] != len(corpus):
             raise IndexLoadError(f"The BM25 index at {path} has damaged parameters "

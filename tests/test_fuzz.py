@@ -140,6 +140,7 @@ def test_build_many_queries_and_documents(queries, documents):
 def _saved_index() -> Path:
     path = Path(tempfile.mkdtemp(prefix="ricl-fuzz-")) / "index"
     _builder().save(path)
+    assert ricl.PromptBuilder.load(path).build("a query").text  # undamaged, it loads
     return path
 
 
