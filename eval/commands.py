@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                           help="LM weights: float32 (exact) or bfloat16 (about 3x faster on "
                                "CPUs with AMX/AVX-512 BF16)")
+    evaluate.add_argument("--format", default="text", choices=("text", "chat"),
+                          help="prompt layout: plain text, or chat turns in the LM's chat template")
     evaluate.add_argument("--calibrate", action="store_true",
                           help="also report contextual calibration (classification)")
     evaluate.add_argument("--out", required=True, help="run directory (results.jsonl, predictions/)")
@@ -63,7 +65,7 @@ def _eval(args: argparse.Namespace) -> int:
     rows = run_grid(args.suite, args.retriever, args.selector, args.k, args.seeds, args.n_test,
                     args.out, calibrate=args.calibrate, progress=not args.quiet,
                     pool_size=args.pool_size, split_seed=args.split_seed,
-                    normalize=args.normalize, dtype=args.dtype)
+                    normalize=args.normalize, dtype=args.dtype, format=args.format)
     print(f"{len(rows)} cells in {Path(args.out) / RESULTS}")
     for row in rows:
         seed = "" if row.get("seed") is None else f" seed {row['seed']}"

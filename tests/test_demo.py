@@ -5,7 +5,7 @@ import pytest
 from eval.experiments.demo import run_demo
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_demo_scores_every_selector_and_reuses_its_index(tmp_path, capsys):
     kwargs = dict(suite="trec", n_test=16, pool_size=300, selectors=["similarity", "random"],
                   backend="chroma", workdir=tmp_path)

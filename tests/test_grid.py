@@ -86,7 +86,7 @@ def test_plan_runs_zero_shot_once_and_seeds_only_for_random():
     assert len({c.name for c in cells}) == len(cells)
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_grid_writes_rows_and_predictions_per_cell(grid, tiny_trec):
     out, rows, counting = grid
     cells = [(r["method"], r["k"], r["seed"]) for r in rows]
@@ -124,7 +124,7 @@ def test_grid_writes_rows_and_predictions_per_cell(grid, tiny_trec):
     assert (out / "report" / "accuracy_vs_k.png").stat().st_size > 5000
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_a_rerun_skips_finished_cells_and_redoes_a_deleted_one(grid, tmp_path, lm, tiny_trec):
     out = tmp_path / "run"
     shutil.copytree(grid[0], out)
@@ -142,7 +142,7 @@ def test_a_rerun_skips_finished_cells_and_redoes_a_deleted_one(grid, tmp_path, l
     assert [r["value"] for r in rows] == [r["value"] for r in grid[1]]
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_an_interrupted_grid_resumes_where_it_stopped(tmp_path, lm, tiny_trec):
     settings = dict(GRID, selectors=["similarity"], seeds=1, n_test=4)
     first = CountingLM(lm, fail_at=2)  # zero-shot finishes; bm25 + similarity is interrupted
@@ -182,7 +182,7 @@ def _qa_suite(task):
                  license="facts", notes="")
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 @pytest.mark.parametrize("task", ["open_qa", "multiple_choice"])
 def test_qa_and_multiple_choice_cells(tmp_path, lm, task):
     rows = run_grid([_qa_suite(task)], ["bm25"], ["similarity"], [2], 1, 2, tmp_path, lm=lm,
@@ -216,7 +216,7 @@ def test_content_free_prompts_keep_the_demos_and_replace_the_query(trec_corpus, 
     assert all(variant.count("Answer type: ") == 3 for variant in variants)  # the 3 demos
 
 
-@pytest.mark.slow
+@pytest.mark.lm
 def test_eval_command_runs_a_grid_and_writes_the_report(tmp_path, capsys, monkeypatch, lm):
     import argparse
 

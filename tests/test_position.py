@@ -87,6 +87,7 @@ def test_store_resumes_and_skips_a_torn_line(tmp_path):
     assert position._Store(tmp_path).done("b") == {"key": "b", "answer_logprob": -2.0}
 
 
+@pytest.mark.lm
 def test_a_study_on_the_real_lm_resumes_without_rescoring(tmp_path):
     """Two questions, two distractors: every condition is written once, and a rerun
     scores nothing."""

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 ZERO_SHOT, MAJORITY, KNN_VOTE = "zero-shot", "majority", "knn-vote"
 NO_RETRIEVER = "none"
 KEY_FIELDS = ("suite", "retriever", "selector", "k", "seed", "n_test", "pool_size",
-              "calibrate", "normalize")
+              "calibrate", "normalize", "format")
+# Rows written before a key field existed hold its default (runs before chat prompts: text).
+KEY_DEFAULTS = {"format": "text"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Cell:
     pool_size: int
     calibrate: bool
     normalize: str | None
+    format: str = "text"  # the prompt layout: "text" or "chat" (ricl.formats)
 
     @property
     def key(self) -> tuple:
@@ -49,9 +52,10 @@ class Cell:
 
     @property
     def method(self) -> str:
+        chat = " (chat)" if self.format == "chat" else ""
         if self.retriever == NO_RETRIEVER:
-            return self.selector
-        return f"{self.retriever} + {self.selector}"
+            return self.selector + chat
+        return f"{self.retriever} + {self.selector}{chat}"
 
     @property
     def name(self) -> str:
@@ -64,24 +68,26 @@ class Cell:
             parts.append("cal")
         if self.normalize not in (None, "sum"):
             parts.append(self.normalize)
+        if self.format != "text":
+            parts.append(self.format)
         return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(part)) for part in parts)
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
     """The key of the cell a result row records (see ``Cell.key``)."""
-    return tuple(row.get(name) for name in KEY_FIELDS)
+    return tuple(row.get(name, KEY_DEFAULTS.get(name)) for name in KEY_FIELDS)
 
 
 def plan_cells(runs: Sequence[SuiteRun], retrievers: Sequence[str], selectors: Sequence[str],
                ks: Sequence[int], seeds: Sequence[int], n_test: int, calibrate: bool,
-               normalize: str) -> list[Cell]:
+               normalize: str, format: str = "text") -> list[Cell]:
     """Every cell, in the order they run: suite by suite, retriever by retriever."""
     cells = []
     for run in runs:
         def cell(retriever, selector, k, seed, lm=True):
             uses_calibration = calibrate and lm and run.task == "classification"
             return Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size,
-                        uses_calibration, normalize if lm else None)
+                        uses_calibration, normalize if lm else None, format if lm else "text")
 
         classification = run.task == "classification"
         if classification:
