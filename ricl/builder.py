@@ -229,14 +229,14 @@ class PromptBuilder:
             for di, item in enumerate(items):
                 if isinstance(item, tuple) and len(item) == 2:
                     text, score = item
-                    text = text.text if isinstance(text, Chunk) else text
+                    text = text.text if isinstance(text, Chunk) else text  # checked just below
                     if isinstance(score, bool) or not isinstance(score, (int, float, np.number)) \
                             or not np.isfinite(score):
                         raise ConfigError(f"document {di} of query {qi}: its score {score!r} must "
                                           "be a finite number, as in (text, 0.83).")
                     given.append((f"{di}", _as_text(text, qi, di), float(score)))
                 elif isinstance(item, Chunk):
-                    pieces.append((f"{item.doc_id}#{item.index}", item.text))
+                    pieces.append((f"{item.doc_id}#{item.index}", _as_text(item.text, qi, di)))
                 else:
                     for chunk in self.chunker.split(_as_text(item, qi, di), doc_id=str(di)):
                         pieces.append((f"{chunk.doc_id}#{chunk.index}", chunk.text))

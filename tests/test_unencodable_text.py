@@ -103,3 +103,9 @@ def test_loading_a_regular_file_as_an_index_is_an_index_load_error(tmp_path):
         with pytest.raises(IndexLoadError, match="no retriever.json"):
             retriever.load(notes)
     assert notes.read_text() == "not an index"
+
+
+def test_label_words_given_straight_to_an_lm_are_checked_before_any_request():
+    lm = ricl.OpenAICompletionsLM("http://127.0.0.1:9/v1", retry_delays=())  # nothing listens
+    with pytest.raises(ConfigError, match=r"choices\[1\].*U\+D800"):
+        lm.score_choices(["Review: fine\nSentiment:"], [" positive", " bad \ud800"])

@@ -14,6 +14,7 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from ricl.errors import ConfigError
+from ricl.text import check_text
 
 Normalize = Literal["sum", "mean"]
 
@@ -56,6 +57,8 @@ def text_list(texts: Sequence[str], name: str) -> list[str]:
     bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
     if bad:
         raise ConfigError(f"{name} must all be strings; found {sorted(set(bad))}.")
+    for i, text in enumerate(texts):  # before a tokenizer fails on it deep inside
+        check_text(text, f"{name}[{i}]")
     return texts
 
 
