@@ -314,6 +314,22 @@ class PromptBuilder:
         counts = self.count_tokens([self._render_demo(row) for row in todo])
         self._demo_tokens.update(zip(todo, counts))
 
+    def recompose(self, prompt: Prompt, query: Mapping[str, str]) -> str:
+        """``prompt``'s text with another query (a value per input field, empty allowed:
+        contextual calibration asks the LM about content-free inputs such as "N/A" or
+        ""): the same demonstrations and documents in the same places, laid out as this
+        builder lays them out."""
+        names = self.corpus.input_names
+        fields = {name: query[name] for name in names}
+        fields["input"] = "\n".join(fields[name] for name in names)
+        demos = [self._demo_fields(self.corpus.row_of(demo.id))
+                 for demo in sorted(prompt.demos, key=lambda d: d.position)]
+        section = ""
+        if prompt.documents:
+            section = self.chunker.separator.join(
+                doc.text for doc in sorted(prompt.documents, key=lambda d: d.position))
+        return self.layout.compose(demos, fields, documents=section)[0]
+
     def _demo_fields(self, row: int) -> dict[str, str]:
         return self.corpus[row].fields(self.corpus.output_name)
 

@@ -79,11 +79,20 @@ def contextual_calibration(log_probs: np.ndarray, content_free_log_probs: Sequen
 
 def content_free_prompts(prompts: Sequence[Prompt], template: Template,
                          input_names: Sequence[str],
-                         inputs: Sequence[str] = CONTENT_FREE) -> list[list[str]]:
+                         inputs: Sequence[str] = CONTENT_FREE, builder: Any = None
+                         ) -> list[list[str]]:
     """For each prompt, its text with the query's input fields replaced by each
-    content-free string, the demos (and their order) unchanged."""
+    content-free string, the demos (and their order) unchanged. Chat prompts (their
+    query is not the end of the text) are recomposed by the ``builder`` that made them."""
     result = []
     for i, prompt in enumerate(prompts):
+        if prompt.messages:
+            if builder is None:
+                raise ConfigError("calibrating chat prompts needs the builder that made them "
+                                  "(content_free_prompts(..., builder=builder)).")
+            result.append([builder.recompose(prompt, dict.fromkeys(input_names, cf))
+                           for cf in inputs])
+            continue
         query = _query_fields(prompt.query, input_names)
         query_text = template.render_query(query)
         if not prompt.text.endswith(query_text):

@@ -124,7 +124,8 @@ class Predictor:
         content_free = None
         if self.calibrate:
             content_free = inference.content_free_prompts(prompts, self.builder.template,
-                                                          self.builder.corpus.input_names)
+                                                          self.builder.corpus.input_names,
+                                                          builder=self.builder)
         result = inference.classify(self.lm, prompts, labels, self._answer_prefix(prompts),
                                     self.normalize, content_free)
         probs = inference.softmax(result.log_probs) if len(prompts) else result.log_probs

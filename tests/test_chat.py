@@ -67,3 +67,22 @@ def test_chat_format_is_saved_with_the_builder(chat_builder, trec_queries, tmp_p
 def test_a_chat_model_predicts_labels_from_chat_prompts(chat_builder, trec_queries):
     predictions = ricl.Predictor(chat_builder, ricl.TransformersLM()).predict(trec_queries[:3])
     assert all(p.output in chat_builder.labels and p.prompt.messages for p in predictions)
+
+
+def test_recompose_gives_the_same_text_for_the_same_query_in_both_formats(chat_builder, trec_corpus,
+                                                                         trec, tokenizer,
+                                                                         trec_queries):
+    plain = ricl.PromptBuilder(trec_corpus, retriever="bm25", k=3, template=trec.template,
+                               tokenizer=tokenizer)
+    for builder in (plain, chat_builder):
+        prompt = builder.build(trec_queries[2])
+        assert builder.recompose(prompt, {"text": trec_queries[2]}) == prompt.text
+        content_free = builder.recompose(prompt, {"text": "N/A"})
+        assert "N/A" in content_free and trec_queries[2] not in content_free
+
+
+@pytest.mark.lm
+def test_chat_prompts_can_be_calibrated(chat_builder, trec_queries):
+    predictions = ricl.Predictor(chat_builder, ricl.TransformersLM(), calibrate=True).predict(
+        trec_queries[:2])
+    assert all(p.calibrated in chat_builder.labels for p in predictions)

@@ -129,7 +129,8 @@ def _classification_cell(cell: Cell, run: SuiteRun, state: GridState, prompts,
     lm = state.get_lm()
     content_free = None
     if cell.calibrate:
-        content_free = inference.content_free_prompts(prompts, builder.template, run.input_fields)
+        content_free = inference.content_free_prompts(prompts, builder.template, run.input_fields,
+                                                      builder=builder)
     answer_prefix = prompts[0].answer_prefix if prompts else " "
     result = inference.classify(lm, prompts, run.labels, answer_prefix=answer_prefix,
                                 normalize=cell.normalize, content_free=content_free)
