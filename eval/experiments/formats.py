@@ -28,10 +28,9 @@ def run(out_dir: str | Path, suites=SUITES, n_test: int = N_TEST, progress: bool
 
     lm = TransformersLM(dtype=DTYPE)
     rows = []
-    for suite in suites:
-        for layout in ("text", "chat"):
-            rows += run_grid([suite], ["dense"], ["similarity"], [K], 1, n_test, out_dir, lm=lm,
-                             progress=progress, format=layout, dtype=DTYPE)
+    for suite in suites:  # both layouts in one grid: the pool is embedded once per suite
+        rows += run_grid([suite], ["dense"], ["similarity"], [K], 1, n_test, out_dir, lm=lm,
+                         progress=progress, format=["text", "chat"], dtype=DTYPE)
     return write_table([r for r in rows if r["selector"] == "similarity"], Path(out_dir))
 
 

@@ -80,25 +80,28 @@ def row_key(row: Mapping[str, Any]) -> tuple:
 
 def plan_cells(runs: Sequence[SuiteRun], retrievers: Sequence[str], selectors: Sequence[str],
                ks: Sequence[int], seeds: Sequence[int], n_test: int, calibrate: bool,
-               normalize: str, format: str = "text") -> list[Cell]:
-    """Every cell, in the order they run: suite by suite, retriever by retriever."""
+               normalize: str, formats: Sequence[str] = ("text",)) -> list[Cell]:
+    """Every cell, in the order they run: suite by suite, retriever by retriever; each
+    LM cell once per prompt format (cells without the LM once)."""
     cells = []
     for run in runs:
         def cell(retriever, selector, k, seed, lm=True):
             uses_calibration = calibrate and lm and run.task == "classification"
-            return Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size,
-                        uses_calibration, normalize if lm else None, format if lm else "text")
+            return [Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size,
+                         uses_calibration, normalize, layout)
+                    for layout in formats] if lm else \
+                [Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size, False, None)]
 
         classification = run.task == "classification"
         if classification:
-            cells.append(cell(NO_RETRIEVER, MAJORITY, None, None, lm=False))
+            cells.extend(cell(NO_RETRIEVER, MAJORITY, None, None, lm=False))
         if 0 in ks:
-            cells.append(cell(NO_RETRIEVER, ZERO_SHOT, 0, None))
+            cells.extend(cell(NO_RETRIEVER, ZERO_SHOT, 0, None))
         for retriever in retrievers:
             for k in (k for k in ks if k > 0):
                 for selector in selectors:
                     for seed in (seeds if selector == "random" else [None]):
-                        cells.append(cell(retriever, selector, k, seed))
+                        cells.extend(cell(retriever, selector, k, seed))
                 if classification:
-                    cells.append(cell(retriever, KNN_VOTE, k, None, lm=False))
+                    cells.extend(cell(retriever, KNN_VOTE, k, None, lm=False))
     return cells

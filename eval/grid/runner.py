@@ -26,7 +26,7 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
              n_test: int, out_dir: str | Path, lm: Any = None, calibrate: bool = False,
              progress: bool = True, *, pool_size: int | None = 5000, split_seed: int = 0,
              normalize: str = "sum", max_new_tokens: int = 16,
-             dtype: str = "float32", format: str = "text") -> list[dict[str, Any]]:
+             dtype: str = "float32", format: str | Sequence[str] = "text") -> list[dict[str, Any]]:
     """Run (or resume) a grid and return one row per cell, in plan order.
 
     ``suites``: names for :func:`eval.suites.load_suite` (split with ``n_test``,
@@ -37,7 +37,8 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     0, 1, 2) or a list; only ``random`` uses them. ``lm``: an ``ricl.lm.LM``; None
     loads the default ``TransformersLM`` (in ``dtype``) when the first LM cell runs.
     ``calibrate``: also report contextual calibration (classification only).
-    ``format``: the prompt layout, "text" or "chat" (the LM's chat template).
+    ``format``: the prompt layout, "text" or "chat" (the LM's chat template), or both
+    (a list): each LM cell then runs once per layout on the same indexed retrievers.
 
     Rows go to ``out_dir/results.jsonl`` and predictions to ``out_dir/predictions/``.
     """
@@ -64,8 +65,9 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     store = GridStore(out_dir)
     runs = [SuiteRun(s, n_test, specs)
             for s in load_suites(suites, n_test, pool_size, split_seed)]
+    formats = [format] if isinstance(format, str) else list(dict.fromkeys(format))
     cells = plan_cells(runs, list(specs), selectors, ks, seeds, n_test, calibrate, normalize,
-                       check_format(format))
+                       [check_format(layout) for layout in formats])
     todo = sum(store.finished(cell) is None for cell in cells)
     log.info("grid: %d cells, %d already finished in %s", len(cells), len(cells) - todo,
              store.out_dir)
