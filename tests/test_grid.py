@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from eval.grid import RESULTS, plan_cells, read_jsonl, run_grid
+from eval.grid import KEY_FIELDS, RESULTS, plan_cells, read_jsonl, row_key, run_grid
 from eval.metrics import knn_vote
 from eval.report import write_report
 from eval.suites import load_suite
@@ -84,6 +84,15 @@ def test_plan_runs_zero_shot_once_and_seeds_only_for_random():
     assert [(k, s) for m, k, s in methods if m == "dense + knn-vote"] == [(4, None), (8, None)]
     assert len(cells) == 1 + 1 + 2 * 2 * (1 + 3 + 1 + 1)
     assert len({c.name for c in cells}) == len(cells)
+
+    both = plan_cells([SuiteRun(suite, 1, {"dense": "dense"})], ["dense"], ["similarity"], [8],
+                      [0], n_test=1, calibrate=False, normalize="sum", formats=["text", "chat"])
+    methods = [c.method for c in both]
+    assert methods == ["majority", "dense + similarity", "dense + similarity (chat)",
+                       "dense + knn-vote"]  # the layout is an LM cell's, not the vote's
+    assert len({c.key for c in both}) == len({c.name for c in both}) == 4
+    old_row = {name: getattr(both[1], name) for name in KEY_FIELDS if name != "format"}
+    assert row_key(old_row) == both[1].key  # a row from before formats reads as text
 
 
 @pytest.mark.lm
