@@ -93,6 +93,19 @@ def check_dir_target(target: str | Path, kind: str, *, overwrite: bool = False) 
                              "overwrite=True to replace it, or pick another path.")
 
 
+def claim_dir(target: str | Path, kind: str) -> Path:
+    """A directory that a long job adds to over several runs (a grid, a study): created
+    and marked as ``kind`` when absent or empty, accepted when it already holds a ricl
+    ``kind``; anything else (a file, the user's own directory, another kind of ricl
+    output) raises :class:`OverwriteError` before the job writes anything."""
+    target = Path(target)
+    check_dir_target(target, kind)
+    target.mkdir(parents=True, exist_ok=True)
+    if read_marker(target) is None:
+        write_marker(target, kind)
+    return target
+
+
 @contextmanager
 def atomic_dir(target: str | Path, kind: str, *, overwrite: bool = False,
                keep_existing: bool = False, mode: int | None = None) -> Iterator[Path]:

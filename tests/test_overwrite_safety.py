@@ -298,3 +298,22 @@ def test_scoring_never_starts_over_a_file_that_is_not_a_feedback_file(resume, tm
             score_candidates(corpus, corpus, "Q: {input}\nA: {output}", out, retriever="bm25",
                              n_candidates=2, resume=resume, progress=False)
     _assert_untouched(user_file, user_dir)
+
+
+def test_a_grid_or_study_never_writes_into_a_users_directory(tmp_path):
+    from eval.experiments.position import _Store
+    from eval.grid.store import GridStore
+
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("chapter one")
+    for open_store in (GridStore, _Store):
+        with pytest.raises(OverwriteError, match="did not write"):
+            open_store(user)
+    assert sorted(p.name for p in user.iterdir()) == ["thesis.tex"]
+    assert (user / "thesis.tex").read_text() == "chapter one"
+
+    run = GridStore(tmp_path / "run")  # new: created and marked, and accepted again later
+    assert GridStore(run.out_dir).out_dir == run.out_dir
+    with pytest.raises(OverwriteError, match="grid-run"):
+        _Store(run.out_dir)  # another kind of ricl output is not a study's to add to

@@ -46,7 +46,7 @@ import numpy as np
 
 from eval import metrics
 from ricl.errors import ConfigError
-from ricl.io import atomic_write_text
+from ricl.io import atomic_write_text, claim_dir
 from ricl.jsonl_store import JsonlStore
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ class _Store:
     are skipped on a rerun. Both keep ``json.dumps``'s default ASCII escaping."""
 
     def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir = claim_dir(out_dir, "position-study")  # never a user's own directory
         self.results = JsonlStore(out_dir / "results.jsonl", key=lambda row: row["key"],
                                   ensure_ascii=True)
         self.predictions = JsonlStore(out_dir / "predictions.jsonl", ensure_ascii=True)

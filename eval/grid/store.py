@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.grid.plan import Cell, row_key
-from ricl.io import atomic_write_bytes
+from ricl.io import atomic_write_bytes, claim_dir
 from ricl.jsonl_store import JsonlStore
 
 RESULTS = "results.jsonl"
@@ -28,9 +28,15 @@ def predictions_file(cell: Cell) -> str:
     return f"{PREDICTIONS}/{cell.name}.jsonl.gz"
 
 
+GRID_KIND = "grid-run"  # the ricl.io marker of a grid's run directory
+
+
 class GridStore:
+    """A grid's run directory. It must be new, empty, or a grid run already (its marker
+    says so): a user's own directory is refused before anything is written."""
+
     def __init__(self, out_dir: str | Path):
-        self.out_dir = Path(out_dir)
+        self.out_dir = claim_dir(out_dir, GRID_KIND)
         self._results = JsonlStore(self.out_dir / RESULTS, key=row_key)
 
     def finished(self, cell: Cell) -> dict[str, Any] | None:
