@@ -144,19 +144,20 @@ def test_kill_9_during_feedback_scoring_resumes_without_loss_or_duplicates(tmp_p
                                                                             reference_feedback):
     _, expected = read_feedback(reference_feedback)
     path, rng = tmp_path / "feedback.jsonl", random.Random(1)
-    kills = 0
+    interrupted = 0  # kills that left scoring unfinished: the resume below has work to do
     for attempt in range(3):
         before = _lines(path)
         scorer = subprocess.Popen([*RICL, *score_args[1], "--out", str(path)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # killed once it has written something new: mid-chunk, mid-batch or mid-write
         _kill_when(scorer, lambda: _lines(path) > max(before, 1), rng)
-        kills += 1
+        assert scorer.returncode == -signal.SIGKILL  # killed, not finished
         _, partial = read_feedback(path)  # a torn last line is ignored, never an error
         assert [r.query_id for r in partial] == [r.query_id for r in expected[:len(partial)]]
         if len(partial) == len(expected):
             break
-    assert kills >= 1
+        interrupted += 1
+    assert interrupted >= 1, "every kill came after the last query: nothing was resumed"
     assert main([*score_args[1], "--out", str(path)]) == 0  # resume to the end
     _, resumed = read_feedback(path)
     assert [r.query_id for r in resumed] == [r.query_id for r in expected]  # none lost, none twice
