@@ -2,6 +2,7 @@ import pytest
 
 import ricl
 from ricl.errors import BudgetError, ConfigError, IndexLoadError, TemplateError
+from ricl.selectors import SELECTOR_NAMES
 
 TEMPLATE = "Question: {input}\nAnswer type: {output}"
 
@@ -57,7 +58,7 @@ def test_most_similar_demo_sits_next_to_the_query(trec_corpus, dense, tokenizer,
 
 
 def test_build_many_equals_build_for_every_selector(trec_corpus, bm25, tokenizer, trec_queries):
-    for selector in ["similarity", "mmr", "dpp", "coverage", "votek", "random"]:
+    for selector in SELECTOR_NAMES:
         builder = ricl.PromptBuilder(trec_corpus, retriever=bm25, selector=selector, k=4,
                                      template=TEMPLATE, tokenizer=tokenizer)
         batched = builder.build_many(trec_queries[:6])

@@ -75,12 +75,13 @@ import numpy as np
 
 from eval.benchmarks.retrieval import package_version, timed
 from ricl.io import atomic_file, atomic_write_text
+from ricl.selectors import SELECTOR_NAMES
 
 log = logging.getLogger(__name__)
 
 ASSEMBLY_VERSION = 2  # bump when the assembly below changes what it produces
 SIZES = (10_000, 100_000, 1_000_000)
-SELECTORS = ("similarity", "mmr", "dpp", "coverage", "votek", "random")
+SELECTORS = SELECTOR_NAMES  # every selector, in the library's order
 RETRIEVERS = ("bm25", "dense-exact", "dense-chroma")
 TARGET_MS = 20.0
 TARGET_RSS_GB = 6.0
