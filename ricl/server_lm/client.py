@@ -18,6 +18,13 @@ condition on that token too. The server also sorts the whole vocabulary in
 Python for every echoed token (about 40 ms a token on one core here): it is a
 reference to test against, not a way to scale; vLLM is.
 
+vLLM answers both the OpenAI echo shape and its own ``prompt_logprobs``;
+``scoring=`` picks which to ask for, or ``"first-token"`` scoring, which reads
+labels off the first answer token (see ``OpenAICompletionsLM``). vLLM skips its
+prefix cache for any request that asks for prompt log-probs.
+``ricl.server_lm.chat.OpenAIChatLM`` is the same over ``/v1/chat/completions``;
+``ricl.server_lm.vllm.VLLMServer`` starts vLLM's CPU build on loopback.
+
 Requests run on a small thread pool; a server that batches (vLLM) joins them,
 one that serializes (llama-cpp-python) queues them. Connection failures are
 retried on a short, bounded schedule, then raise ``ServerUnavailableError``.

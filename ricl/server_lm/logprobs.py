@@ -15,6 +15,12 @@ has no token that holds only the continuation's part. ``TransformersLM``
 tokenizes the two apart instead; both agree when the prompt ends where the
 tokenizer cuts anyway, which ricl's templates arrange (``"...Answer type:"``
 then ``" location"``).
+
+A chat request's prompt is templated by the server, so its text is not known
+here: ``tail_logprobs`` takes the tokens covering the continuation from the end
+of ``prompt_logprobs``. Servers that report generated tokens only give
+``first_token_top`` (the first answer token's top candidates) and
+``first_token_score`` reads a label's first token from it.
 """
 
 from __future__ import annotations
