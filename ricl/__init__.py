@@ -39,6 +39,7 @@ _EXPORTS = {
     "LM": "ricl.lm",
     "TransformersLM": "ricl.lm",
     "OpenAICompletionsLM": "ricl.server_lm",
+    "OpenAIChatLM": "ricl.server_lm",
     "Predictor": "ricl.predictor",
     "Prediction": "ricl.predictor",
     "errors": "ricl.errors",

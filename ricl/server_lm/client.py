@@ -18,6 +18,13 @@ condition on that token too. The server also sorts the whole vocabulary in
 Python for every echoed token (about 40 ms a token on one core here): it is a
 reference to test against, not a way to scale; vLLM is.
 
+vLLM answers both the OpenAI echo shape and its own ``prompt_logprobs``;
+``scoring=`` picks which to ask for, or ``"first-token"`` scoring, which reads
+labels off the first answer token (see ``OpenAICompletionsLM``). vLLM skips its
+prefix cache for any request that asks for prompt log-probs.
+``ricl.server_lm.chat.OpenAIChatLM`` is the same over ``/v1/chat/completions``;
+``ricl.server_lm.vllm.VLLMServer`` starts vLLM's CPU build on loopback.
+
 Requests run on a small thread pool; a server that batches (vLLM) joins them,
 one that serializes (llama-cpp-python) queues them. Connection failures are
 retried on a short, bounded schedule, then raise ``ServerUnavailableError``.
@@ -35,8 +42,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ricl.errors import ConfigError, ServerResponseError
-from ricl.lm import Normalize, choice_args, cut_at_stop, generation_args, pair_args, text_list
-from ricl.server_lm.logprobs import continuation_logprobs
+from ricl.lm import Normalize, choice_args, cut_at_stop, generation_args, text_list
+from ricl.server_lm.logprobs import continuation_logprobs, first_token_score, first_token_top
 from ricl.transport import RETRY_DELAYS, JSONClient
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,12 @@ START_A_SERVER = (
 WHEN_SLOW = "raise timeout=, lower max_concurrency=, or send shorter prompts."
 NEEDS_PROMPT_LOGPROBS = (" The server must return prompt log-probs: start llama-cpp-python's server with "
                          "`--logits_all true`, or use vLLM.")
+# How a continuation is scored: see the class docstring.
+SCORING = ("echo", "prompt_logprobs", "first-token")
+
+
+class _NoPromptLogprobs(Exception):
+    """The server's answer holds no log-probs for the prompt's tokens."""
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -79,6 +92,24 @@ class OpenAICompletionsLM:
             ``"repeat_penalty"``, which llama-cpp-python needs for plain greedy
             decoding and vLLM ignores with a warning).
         progress: show a tqdm bar over requests.
+        scoring: how a continuation is scored, one request per (prompt, continuation)
+            unless said otherwise:
+
+            - ``"echo"`` (default): ``echo=true, logprobs=1`` on the joined text; the
+              OpenAI shape, served by llama-cpp-python (``--logits_all true``) and vLLM.
+            - ``"prompt_logprobs"``: vLLM's own ``prompt_logprobs=0`` on the joined text,
+              read from the choice's ``prompt_logprobs`` list (no echoed text sent back).
+            - ``"first-token"``: one request per prompt (``max_tokens=1`` with the top
+              ``top_logprobs`` candidates for the first answer token); a continuation
+              scores the log-prob of its first token only (the longest top candidate
+              it starts with), ``-inf`` when that token is not among them. For servers
+              that report generated tokens only, and for single-token labels, where it
+              is exact and sends one request per prompt instead of one per label.
+
+            The two prompt log-prob shapes give the same scores; on vLLM both skip its
+            prefix cache (it needs logits for every prompt token), ``"first-token"`` does not.
+        top_logprobs: candidates asked for in ``"first-token"`` scoring (OpenAI allows 20,
+            vLLM ``--max-logprobs``, 20 by default).
 
     Nothing is sent until the first call.
     """
@@ -94,6 +125,8 @@ class OpenAICompletionsLM:
         tokenizer: Any = None,
         extra_body: Mapping[str, Any] | None = None,
         progress: bool = False,
+        scoring: str = "echo",
+        top_logprobs: int = 20,
     ):
         parsed = urlparse(base_url) if isinstance(base_url, str) else None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
@@ -105,6 +138,10 @@ class OpenAICompletionsLM:
             raise ConfigError(f"max_concurrency must be a positive integer, got {max_concurrency!r}.")
         if any(not d >= 0 for d in retry_delays):
             raise ConfigError(f"retry_delays must be non-negative seconds, got {list(retry_delays)}.")
+        if scoring not in SCORING:
+            raise ConfigError(f"scoring={scoring!r} is unknown; choose one of {SCORING}.")
+        if isinstance(top_logprobs, bool) or not isinstance(top_logprobs, int) or top_logprobs < 1:
+            raise ConfigError(f"top_logprobs must be a positive integer, got {top_logprobs!r}.")
         self.base_url = base_url.rstrip("/")
         self._root = self.base_url.removesuffix("/v1")  # where /tokenize and /extras/tokenize live
         self.model = model
@@ -115,13 +152,16 @@ class OpenAICompletionsLM:
         self.tokenizer = tokenizer
         self.extra_body = dict(extra_body or {})
         self.progress = progress
+        self.scoring = scoring
+        self.top_logprobs = top_logprobs
+        self._warned_missing: set[str] = set()
         self._tokenize_route: str | None = None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = JSONClient(server="the LM server", remedy=START_A_SERVER, slow_remedy=WHEN_SLOW,
                                 timeout=self.timeout, headers=headers, delays=self.retry_delays)
 
     def __repr__(self) -> str:
-        return f"OpenAICompletionsLM(base_url={self.base_url!r}, model={self.model!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r}, model={self.model!r})"
 
     def close(self) -> None:
         """Close the connections kept alive to the server; no request can be sent after."""
@@ -132,6 +172,11 @@ class OpenAICompletionsLM:
     def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
         """``log p(continuations[i] | prompts[i])``, shape (n,); ``ricl.server_lm.logprobs`` says where
         the continuation starts when a token straddles the boundary."""
+        prompts = self._prompt_list(prompts)
+        continuations = text_list(continuations, "continuations")
+        if len(prompts) != len(continuations):
+            raise ConfigError(f"score() pairs prompts with continuations: got {len(prompts)} prompts "
+                              f"and {len(continuations)} continuations.")
         return self._score_pairs(prompts, continuations)[0]
 
     def score_choices(
@@ -139,7 +184,8 @@ class OpenAICompletionsLM:
     ) -> np.ndarray:
         """Every choice after every prompt, shape (n_prompts, n_choices); ``"mean"`` divides by the
         number of tokens each choice was scored over."""
-        prompts, choices = choice_args(prompts, choices, normalize)
+        _, choices = choice_args([], choices, normalize)
+        prompts = self._prompt_list(prompts)
         if any(not c for c in choices):
             raise ConfigError(f"Choices must not be empty strings: {choices!r}.")
         # Prompt-major order: consecutive requests share a prompt, which llama-cpp-python
@@ -154,21 +200,13 @@ class OpenAICompletionsLM:
         self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)
     ) -> list[str]:
         """Greedy (temperature 0) continuations, each cut before the first stop string."""
-        prompts, stop = generation_args(prompts, max_new_tokens, stop)
+        _, stop = generation_args([], max_new_tokens, stop)
+        prompts = self._prompt_list(prompts)
         if max_new_tokens == 0:  # llama-cpp-python would read max_tokens=0 as "no limit"
             return [""] * len(prompts)
-
-        def one(prompt: str) -> str:
-            body = {"prompt": prompt, "max_tokens": int(max_new_tokens), **GREEDY}
-            if stop:
-                body["stop"] = stop
-            choice = self._first_choice(self._post("/completions", body))
-            text = choice.get("text")
-            if not isinstance(text, str):
-                raise ServerResponseError(f"{self.base_url}/completions returned a choice without text.")
-            return cut_at_stop(text, stop)  # servers differ on whether the stop string is kept
-
-        return self._map(one, prompts)
+        # Servers differ on whether the stop string is kept.
+        return self._map(lambda prompt: cut_at_stop(self._generate_one(prompt, max_new_tokens, stop), stop),
+                         prompts)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text as the server tokenizes a prompt (or the local ``tokenizer``, if given)."""
@@ -179,38 +217,99 @@ class OpenAICompletionsLM:
             return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=True)["input_ids"]]
         return self._map(self._count_on_server, texts)
 
+    # ------------------------------------------------------------------ requests (one server API)
+
+    def _prompt_list(self, prompts: Sequence[Any]) -> list[Any]:
+        """The prompts as the requests take them, each hashable (identical pairs are sent once)."""
+        return text_list(prompts, "prompts")
+
+    def _generate_one(self, prompt: str, max_new_tokens: int, stop: list[str]) -> str:
+        body = {"prompt": prompt, "max_tokens": int(max_new_tokens), **GREEDY}
+        if stop:
+            body["stop"] = stop
+        text = self._first_choice(self._post("/completions", body)).get("text")
+        if not isinstance(text, str):
+            raise ServerResponseError(f"{self.base_url}/completions returned a choice without text.")
+        return text
+
+    def _continuation_logprobs(self, prompt: str, continuation: str) -> list[float | None] | None:
+        """The continuation's token log-probs, or None when the answer has no prompt log-probs."""
+        text = prompt + continuation
+        if self.scoring == "prompt_logprobs":
+            body = {"prompt": text, "max_tokens": 1, "prompt_logprobs": 0, "temperature": 0.0}
+        else:
+            body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
+        return continuation_logprobs(self._first_choice(self._post("/completions", body)), len(prompt), text)
+
+    def _first_token_top(self, prompt: str) -> dict[str, float] | None:
+        body = {"prompt": prompt, "max_tokens": 1, "logprobs": self.top_logprobs, "temperature": 0.0}
+        return first_token_top(self._first_choice(self._post("/completions", body)))
+
+    def _fall_back_to_first_token(self) -> bool:
+        """Whether to score from the first answer token when the server gives no prompt log-probs."""
+        return False
+
+    def _no_prompt_logprobs(self) -> ServerResponseError:
+        return ServerResponseError(
+            f"{self.base_url}/completions returned no log-probabilities for the prompt's tokens, "
+            "only (if any) for generated ones, so it cannot score a continuation. The server must "
+            "support echo=true with logprobs: start llama-cpp-python's server with "
+            "`--logits_all true`, or use vLLM; llama.cpp's own llama-server does not support it. "
+            "Or score from the first answer token: scoring='first-token'."
+        )
+
     # ------------------------------------------------------------------ scoring
 
-    def _score_pairs(self, prompts: Sequence[str],
+    def _score_pairs(self, prompts: Sequence[Any],
                      continuations: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Summed log-probs and token counts of each pair; identical pairs are sent once."""
-        prompts, continuations = pair_args(prompts, continuations)
+        """Summed log-probs and token counts of each (checked) pair; identical pairs are sent once."""
         if any(c and not p for p, c in zip(prompts, continuations)):
             raise ConfigError("A server cannot score a continuation after an empty prompt: the first "
                               "token of a text gets no log-probability. Give every prompt some text.")
         pairs = list(zip(prompts, continuations))
         todo = [pair for pair in dict.fromkeys(pairs) if pair[1]]
-        results = dict(zip(todo, self._map(lambda pair: self._score_one(*pair), todo)))
+        if self.scoring == "first-token":
+            results = self._score_first_tokens(todo)
+        else:
+            try:
+                results = dict(zip(todo, self._map(lambda pair: self._score_one(*pair), todo)))
+            except _NoPromptLogprobs:
+                if not self._fall_back_to_first_token():
+                    raise self._no_prompt_logprobs() from None
+                results = self._score_first_tokens(todo)
         sums = np.array([results[pair][0] if pair[1] else 0.0 for pair in pairs], dtype=float)
         counts = np.array([results[pair][1] if pair[1] else 0 for pair in pairs], dtype=float)
         return sums, counts
 
-    def _score_one(self, prompt: str, continuation: str) -> tuple[float, int]:
-        text = prompt + continuation
-        body = {"prompt": text, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0.0}
-        choice = self._first_choice(self._post("/completions", body))
-        logprobs = continuation_logprobs(choice, len(prompt), text)
+    def _score_one(self, prompt: Any, continuation: str) -> tuple[float, int]:
+        logprobs = self._continuation_logprobs(prompt, continuation)
         if logprobs is None:
-            raise ServerResponseError(
-                f"{self.base_url}/completions returned no log-probabilities for the prompt's tokens, "
-                "only (if any) for generated ones, so it cannot score a continuation. The server must "
-                "support echo=true with logprobs: start llama-cpp-python's server with "
-                "`--logits_all true`, or use vLLM; llama.cpp's own llama-server does not support it."
-            )
+            raise _NoPromptLogprobs()
         if any(lp is None for lp in logprobs):
             raise ServerResponseError("The server gave the continuation's first token no log-probability "
                                       "(it is the text's first token). Give the prompt some text.")
         return float(sum(logprobs)), len(logprobs)
+
+    def _score_first_tokens(self, pairs: list[tuple[Any, str]]) -> dict[tuple[Any, str], tuple[float, int]]:
+        """Each pair's score from the first answer token's top candidates: one request per prompt."""
+        prompts = list(dict.fromkeys(prompt for prompt, _ in pairs))
+        tops = dict(zip(prompts, self._map(self._first_token_top, prompts)))
+        results = {}
+        for prompt, continuation in pairs:
+            top = tops[prompt]
+            if top is None:
+                raise ServerResponseError(f"{self.base_url} returned no top log-probs for the first "
+                                          "generated token; it cannot score labels.")
+            value = first_token_score(top, continuation)
+            if value is None:
+                if continuation not in self._warned_missing:
+                    self._warned_missing.add(continuation)
+                    log.warning("The first token of %r is not among the top %d answer tokens of a "
+                                "prompt; it scores -inf there (raise top_logprobs=).",
+                                continuation, self.top_logprobs)
+                value = -np.inf
+            results[(prompt, continuation)] = (value, 1)
+        return results
 
     # ------------------------------------------------------------------ tokens
 

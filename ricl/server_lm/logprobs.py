@@ -15,6 +15,12 @@ has no token that holds only the continuation's part. ``TransformersLM``
 tokenizes the two apart instead; both agree when the prompt ends where the
 tokenizer cuts anyway, which ricl's templates arrange (``"...Answer type:"``
 then ``" location"``).
+
+A chat request's prompt is templated by the server, so its text is not known
+here: ``tail_logprobs`` takes the tokens covering the continuation from the end
+of ``prompt_logprobs``. Servers that report generated tokens only give
+``first_token_top`` (the first answer token's top candidates) and
+``first_token_score`` reads a label's first token from it.
 """
 
 from __future__ import annotations
@@ -63,6 +69,47 @@ def _from_prompt_logprobs(entries: Any, token_ids: Any, prompt_chars: int,
                           text: str) -> list[float | None] | None:
     """vLLM's ``prompt_logprobs``: per prompt token ``None`` (the first) or ``{token_id: {logprob,
     rank, decoded_token}}`` holding the prompt's own token, plus the top-k when k > 0."""
+    chosen = _own_tokens(entries, token_ids)
+    if chosen is None:
+        return None
+    # Place tokens from the end (the text's last token ends at len(text)): a start token
+    # without text, or None, may open the list.
+    starts, ends, values, end = [], [], [], len(text)
+    for item in reversed(chosen):
+        piece = item[1] if item is not None else text[:end]
+        starts.append(end - len(piece))
+        ends.append(end)
+        values.append(item[0] if item is not None else None)
+        end -= len(piece)
+    return _inside(starts[::-1], ends[::-1], values[::-1], prompt_chars, len(text))
+
+
+def tail_logprobs(entries: Any, token_ids: Any, continuation: str) -> list[float | None] | None:
+    """Log-probs of the tokens that make up the last ``len(continuation)`` characters of a prompt
+    the server built itself (a chat request's templated messages), read from ``prompt_logprobs``.
+
+    The text is the decoded tokens joined; ``None`` when it does not end with the continuation
+    (or there are no prompt log-probs at all).
+    """
+    chosen = _own_tokens(entries, token_ids)
+    if chosen is None:
+        return None
+    pieces = [item[1] if item is not None else "" for item in chosen]
+    text = "".join(pieces)
+    if not continuation or not text.endswith(continuation):
+        return None
+    starts, position = [], 0
+    for piece in pieces:
+        starts.append(position)
+        position += len(piece)
+    ends = starts[1:] + [len(text)]
+    values = [item[0] if item is not None else None for item in chosen]
+    return _inside(starts, ends, values, len(text) - len(continuation), len(text))
+
+
+def _own_tokens(entries: Any, token_ids: Any) -> list[tuple[float, str] | None] | None:
+    """(log-prob, decoded text) of each prompt token in a ``prompt_logprobs`` list, ``None`` for a
+    token without one (the first); ``None`` in all when the list cannot be read."""
     if not isinstance(entries, list) or len(entries) < 2:
         return None
     ids = token_ids if isinstance(token_ids, list) and len(token_ids) == len(entries) else None
@@ -82,16 +129,40 @@ def _from_prompt_logprobs(entries: Any, token_ids: Any, prompt_chars: int,
         if not isinstance(own, Mapping) or "logprob" not in own:
             return None
         chosen.append((float(own["logprob"]), str(own.get("decoded_token") or "")))
-    # Place tokens from the end (the text's last token ends at len(text)): a start token
-    # without text, or None, may open the list.
-    starts, ends, values, end = [], [], [], len(text)
-    for item in reversed(chosen):
-        piece = item[1] if item is not None else text[:end]
-        starts.append(end - len(piece))
-        ends.append(end)
-        values.append(item[0] if item is not None else None)
-        end -= len(piece)
-    return _inside(starts[::-1], ends[::-1], values[::-1], prompt_chars, len(text))
+    return chosen
+
+
+def first_token_top(choice: Mapping[str, Any]) -> dict[str, float] | None:
+    """``{token text: log-prob}`` of the top candidates for the first generated token of a
+    completion choice (``logprobs.top_logprobs[0]``) or a chat choice
+    (``logprobs.content[0].top_logprobs``); ``None`` when the choice holds neither."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, Mapping):
+        return None
+    top = logprobs.get("top_logprobs")
+    if isinstance(top, list) and top and isinstance(top[0], Mapping):  # completions
+        return {str(token): float(value) for token, value in top[0].items() if value is not None}
+    content = logprobs.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], Mapping):  # chat
+        entries = content[0].get("top_logprobs")
+        if isinstance(entries, list):
+            return {str(e["token"]): float(e["logprob"]) for e in entries
+                    if isinstance(e, Mapping) and "token" in e and e.get("logprob") is not None}
+    return None
+
+
+def first_token_score(top: Mapping[str, float], continuation: str) -> float | None:
+    """The log-prob of the continuation's first token among the first answer token's top
+    candidates: the longest candidate the continuation starts with (compared without leading
+    spaces when none matches as is, since a chat answer starts a fresh turn); ``None`` when no
+    candidate does (its first token is not in the top k)."""
+    for text, token_text in ((continuation, lambda t: t),
+                             (continuation.lstrip(), lambda t: t.lstrip())):
+        matches = [(len(token_text(t)), value) for t, value in top.items()
+                   if token_text(t) and text.startswith(token_text(t))]
+        if matches:
+            return max(matches)[1]
+    return None
 
 
 def _inside(starts: list[int], ends: list[int], values: list[Any], prompt_chars: int,

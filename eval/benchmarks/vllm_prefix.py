@@ -1,0 +1,110 @@
+"""Label scoring through vLLM with its automatic prefix caching on and off, beside in-process ricl.
+
+    python -m eval.benchmarks.vllm_prefix [--prompts 200] [--limit N] [-k 8] [--out table.md]
+
+The prompts are ricl's own k-shot TREC prompts (dense similarity, ``load_suite("trec",
+n_test=N, seed=0)``); the continuations are the six label words. In one run:
+
+- ricl in-process: ``TransformersLM.score_choices`` (float32; the prompt once, every
+  label from its KV cache);
+- vLLM (CPU build, float32, started from ``.venv-vllm`` or ``$RICL_VLLM_PYTHON``),
+  once with ``--enable-prefix-caching`` and once with ``--no-enable-prefix-caching``,
+  each scored through ``OpenAICompletionsLM`` with ``scoring="echo"`` (one request per
+  prompt and label, 4 in flight) and ``scoring="first-token"`` (one request per prompt,
+  the labels read from the first answer token's top 20 log-probs).
+
+Each server is warmed up first (its first request compiles, 25-45 s); the warm-up is
+reported apart. vLLM 0.32 does not read its prefix cache for a request that asks for
+prompt log-probs (``SamplingParams.skip_reading_prefix_cache``: cached blocks would
+return no logits), so echo scoring cannot gain from it; the table measures that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+CHOICE_MODES = ("echo", "first-token")
+
+
+def build_prompts(n_prompts: int, k: int) -> tuple[list[str], list[str]]:
+    import ricl
+    from eval.suites import load_suite
+
+    suite = load_suite("trec", n_test=n_prompts, seed=0)
+    builder = ricl.PromptBuilder(suite.corpus(), retriever="dense", k=k, template=suite.template)
+    queries = [{name: r[name] for name in suite.input_fields} for r in suite.test]
+    return [p.text for p in builder.build_many(queries)], [" " + label for label in suite.labels]
+
+
+def timed(fn):
+    started = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--prompts", type=int, default=200)
+    parser.add_argument("--limit", type=int, help="score only the first N prompts (echo scoring sends "
+                        "one request per prompt and label: about 1.3 s a prompt on 2 busy cores)")
+    parser.add_argument("-k", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--python", help="the vLLM interpreter (default: .venv-vllm/bin/python)")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+
+    import ricl
+    from ricl.server_lm.vllm import VLLMServer
+
+    prompts, choices = build_prompts(args.prompts, args.k)
+    prompts = prompts[:args.limit] if args.limit else prompts
+    local = ricl.TransformersLM()
+    local.score_choices(prompts[:2], choices)  # load and warm up
+    reference, seconds = timed(lambda: local.score_choices(prompts, choices))
+    rows = [("ricl in-process (TransformersLM)", "-", "-", seconds, None, None)]
+    warmups = []
+    for caching in ("on", "off"):
+        flag = "--enable-prefix-caching" if caching == "on" else "--no-enable-prefix-caching"
+        with VLLMServer(python=args.python, args=[flag]) as server:
+            for scoring in CHOICE_MODES:
+                lm = ricl.OpenAICompletionsLM(server.base_url, scoring=scoring,
+                                              max_concurrency=args.concurrency)
+                _, warm = timed(lambda: lm.score_choices(prompts[:1], choices))
+                warmups.append(f"{caching}/{scoring}: start {server.start_seconds:.0f} s, "
+                               f"first request {warm:.1f} s")
+                scores, seconds = timed(lambda: lm.score_choices(prompts, choices))
+                finite = np.isfinite(scores)
+                gap = float(np.max(np.abs(scores - reference)[finite])) if finite.any() else float("nan")
+                same = float(np.mean(scores.argmax(1) == reference.argmax(1)))
+                rows.append((f"vLLM {scoring}", caching, f"{gap:.1e}", seconds, same, lm))
+                lm.close()
+
+    base = rows[0][3]
+    echo_off = next(r[3] for r in rows if r[0] == "vLLM echo" and r[1] == "off")
+    lines = [f"{len(prompts)} of {args.prompts} TREC {args.k}-shot prompts x {len(choices)} labels; "
+             f"{platform.processor() or platform.machine()}, float32.", "",
+             "| scorer | prefix caching | wall s | prompts/s | vs in-process | vs echo, caching off "
+             "| max abs diff | same argmax |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, caching, gap, seconds, same, _ in rows:
+        lines.append(f"| {name} | {caching} | {seconds:.1f} | {len(prompts) / seconds:.2f} | "
+                     f"{base / seconds:.2f}x | {echo_off / seconds:.2f}x | {gap} | "
+                     f"{'-' if same is None else f'{same:.0%}'} |")
+    lines += ["", "Warm-up (not in the table): " + "; ".join(warmups) + ".",
+              "first-token scores a label by its first token among the top 20 (-inf when absent), "
+              "so its max abs diff covers the finite scores only."]
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
