@@ -133,7 +133,8 @@ def trec_prompts(trec, trec_corpus, bm25, trec_queries):
     return [prompt.text for prompt in builder.build_many(trec_queries[:10])]
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.server
 def test_the_server_ranks_label_words_like_the_in_process_model(served, local, trec, trec_prompts):
     choices = [" " + label for label in trec.labels]  # six candidate continuations per prompt
 
@@ -151,14 +152,16 @@ def test_the_server_ranks_label_words_like_the_in_process_model(served, local, t
     assert np.median(np.abs(remote - here)) < 1.0
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.server
 def test_generate_is_greedy_and_cut_before_the_stop_string(served):
     text = served.generate(["Count: 1, 2, 3, 4, 5,"], max_new_tokens=12, stop=[" 8"])[0]
 
     assert text == " 6, 7,"
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.server
 def test_counts_tokens_as_the_server_sees_them(served, trec_prompts):
     here = [len(ids) for ids in load_tokenizer()(trec_prompts[:3])["input_ids"]]
 
@@ -166,7 +169,8 @@ def test_counts_tokens_as_the_server_sees_them(served, trec_prompts):
     assert served.count_tokens(trec_prompts[:3]) == [n + 1 for n in here]
 
 
-@pytest.mark.slow
+@pytest.mark.lm
+@pytest.mark.server
 def test_feedback_scoring_runs_against_the_server(served, trec, tmp_path):
     pool = ricl.Corpus.from_records(trec.pool[:30], input="text", output="label", labels=trec.labels)
     queries = [dict(record) for record in trec.test[:2]]
