@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -12,9 +11,10 @@ from typing import Any
 import numpy as np
 
 from ricl.data import Corpus
-from ricl.errors import ConfigError, IndexLoadError, RiclError, TemplateError
+from ricl.errors import ConfigError, TemplateError
 from ricl.formats import ChatFormat, TextFormat, check_format
-from ricl.io import atomic_dir, check_dir_target, recover_dir
+from ricl.documents import score_documents
+from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 Query = str | Mapping[str, str]
 _CHUNK = 256
-BUILDER_KIND = "prompt-builder"  # the kind in a saved builder's ricl.io marker
 
 
 class PromptBuilder:
@@ -217,37 +216,8 @@ class PromptBuilder:
             return self._chunker
 
     def _score_documents(self, queries: list[str], documents) -> list[list[tuple[str, str, float]]]:
-        """(doc id, text, score) per item. Strings are chunked and scored by the dense
-        encoder's cosine with the query when there is one, else by their given order."""
-        from ricl.chunker import Chunk
-
-        scored = []
-        for qi, (query, items) in enumerate(zip(queries, documents)):
-            if isinstance(items, (str, bytes)):
-                raise ConfigError(f"documents for query {qi} must be a list, not one string.")
-            pieces, given = [], []
-            for di, item in enumerate(items):
-                if isinstance(item, tuple) and len(item) == 2:
-                    text, score = item
-                    text = text.text if isinstance(text, Chunk) else text  # checked just below
-                    if isinstance(score, bool) or not isinstance(score, (int, float, np.number)) \
-                            or not np.isfinite(score):
-                        raise ConfigError(f"document {di} of query {qi}: its score {score!r} must "
-                                          "be a finite number, as in (text, 0.83).")
-                    given.append((f"{di}", _as_text(text, qi, di), float(score)))
-                elif isinstance(item, Chunk):
-                    pieces.append((f"{item.doc_id}#{item.index}", _as_text(item.text, qi, di)))
-                else:
-                    for chunk in self.chunker.split(_as_text(item, qi, di), doc_id=str(di)):
-                        pieces.append((f"{chunk.doc_id}#{chunk.index}", chunk.text))
-            if pieces and hasattr(self.retriever, "encode"):
-                vectors = self.retriever.encode([query] + [text for _, text in pieces])
-                sims = vectors[1:] @ vectors[0]
-                given += [(pid, text, float(s)) for (pid, text), s in zip(pieces, sims)]
-            else:
-                given += [(pid, text, -float(i)) for i, (pid, text) in enumerate(pieces)]
-            scored.append(given)
-        return scored
+        encode = getattr(self.retriever, "encode", None)  # a dense retriever scores chunks
+        return score_documents(queries, documents, self.chunker.split, encode)
 
     def _views(self, texts: list[str]) -> list[CandidateView]:
         n = self.selector.n_candidates(self.k) if self.k else 0
@@ -402,7 +372,7 @@ class PromptBuilder:
         dropped = [items[i] for i in placement.dropped]
         return placed, dropped, text, messages, count
 
-    # -- persistence -------------------------------------------------------------------------
+    # -- persistence (ricl/persistence.py) ---------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write the index, corpus and settings to ``path`` (atomically: a crash leaves
         the previous save intact).
@@ -414,83 +384,18 @@ class PromptBuilder:
         ``overwrite``; ``overwrite=True`` only lets a builder replace another kind of
         ricl output (a saved retriever, a trained model).
         """
-        if not hasattr(self.retriever, "save"):
-            raise ConfigError(f"this builder's retriever ({self.retriever_kind}) is your own object "
-                              "without save(); custom retrievers are not persisted. Save your "
-                              "corpus and rebuild the builder, or give the retriever a save().")
-        check_dir_target(path, BUILDER_KIND, overwrite=overwrite)
-        self.index()
-        config = {
-            "format": 1, "k": self.k, "max_tokens": self.max_tokens, "order": self.order,
-            "seed": self.seed, "exclude_self": self.exclude_self,
-            "prompt_format": self.format,
-            "template": {"text": self.template.text, "output_slot": self.template.output_slot,
-                         "separator": self.template.separator,
-                         "instructions": self.template.instructions},
-            "selector": self.selector.config() if hasattr(self.selector, "config")
-            else {"name": getattr(self.selector, "name", "custom"), "custom": True},
-            "tokenizer": self.tokens.card(),
-        }
-        with atomic_dir(path, BUILDER_KIND, overwrite=overwrite) as tmp:
-            self.retriever.save(tmp / "retriever")
-            (tmp / "builder.json").write_text(json.dumps(config, indent=2) + "\n")
+        save_builder(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, selector: Any = None, tokenizer: Any = None) -> PromptBuilder:
         """Load a builder saved with :meth:`save`; pass ``selector``/``tokenizer`` to
         override (required when the saved ones were custom objects)."""
-        path = Path(path)
-        recover_dir(path)
-        if path.exists() and not path.is_dir():
-            raise IndexLoadError(f"{path} is a file, not a saved PromptBuilder. Point to the "
-                                 "directory that builder.save() wrote.")
-        try:
-            config = json.loads((path / "builder.json").read_text())
-        except FileNotFoundError:
-            raise IndexLoadError(f"{path} is not a saved PromptBuilder (no builder.json). "
-                                 "Point to the directory that builder.save() wrote.") from None
-        except OSError as exc:
-            raise IndexLoadError(f"{path}/builder.json cannot be read ({exc}).") from None
-        except ValueError as exc:
-            raise IndexLoadError(f"{path}/builder.json is corrupted ({exc}). Save again.") from None
-        retriever = resolve("load_retriever")(path / "retriever")
-        try:
-            if selector is None:
-                options = dict(config["selector"])
-                if options.pop("custom", False):
-                    raise ConfigError(f"{path} was saved with a custom selector; pass selector=... "
-                                      "to load().")
-                selector = make_selector(options.pop("name"), **options)
-            if tokenizer is None:
-                card = config["tokenizer"]
-                if card == "custom":
-                    raise ConfigError(f"{path} was saved with a custom tokenizer object; "
-                                      "pass tokenizer=... to load().")
-                tokenizer = card
-            t = config["template"]
-            template = Template(t["text"], t["output_slot"], t["separator"], t["instructions"])
-            settings = dict(k=config["k"], max_tokens=config["max_tokens"], order=config["order"],
-                            seed=config["seed"], exclude_self=config["exclude_self"],
-                            format=config.get("prompt_format", "text"))
-        except RiclError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise IndexLoadError(f"{path}/builder.json is damaged ({type(exc).__name__}: {exc}). "
-                                 "Save the builder again.") from None
-        return cls(retriever.corpus, retriever=retriever, selector=selector, template=template,
-                   tokenizer=tokenizer, **settings)
+        return cls(**builder_arguments(path, selector=selector, tokenizer=tokenizer))
 
     def __repr__(self) -> str:
         return (f"PromptBuilder({len(self.corpus)} demos, retriever={self.retriever_kind}, "
                 f"selector={selector_name(self.selector)}, k={self.k}, order={self.order!r}, "
                 f"max_tokens={self.max_tokens})")
-
-
-def _as_text(item: Any, query: int, doc: int) -> str:
-    if not isinstance(item, str) or not item.strip():
-        raise ConfigError(f"document {doc} of query {query} must be a non-empty string "
-                          "(or a (text, score) pair).")
-    return check_text(item, f"document {doc} of query {query}", ConfigError)
 
 
 __all__ = ["PromptBuilder", "TemplateError"]
