@@ -50,6 +50,8 @@ class OpenAIChatLM(OpenAICompletionsLM):
                               "'prompt_logprobs' or 'first-token'.")
         super().__init__(base_url, *args, scoring=scoring, **kwargs)
 
+    _fresh_turn = True
+
     def _prompt_list(self, prompts: Sequence[Any]) -> list[Messages]:
         if isinstance(prompts, (str, Mapping)) or hasattr(prompts, "messages"):
             raise ConfigError("prompts must be a list of prompts: wrap one as [prompt].")

@@ -245,6 +245,8 @@ class OpenAICompletionsLM:
         body = {"prompt": prompt, "max_tokens": 1, "logprobs": self.top_logprobs, "temperature": 0.0}
         return first_token_top(self._first_choice(self._post("/completions", body)))
 
+    _fresh_turn = False  # whether an answer starts a turn of its own (chat): see first_token_score
+
     def _fall_back_to_first_token(self) -> bool:
         """Whether to score from the first answer token when the server gives no prompt log-probs."""
         return False
@@ -300,7 +302,7 @@ class OpenAICompletionsLM:
             if top is None:
                 raise ServerResponseError(f"{self.base_url} returned no top log-probs for the first "
                                           "generated token; it cannot score labels.")
-            value = first_token_score(top, continuation)
+            value = first_token_score(top, continuation, fresh_turn=self._fresh_turn)
             if value is None:
                 if continuation not in self._warned_missing:
                     self._warned_missing.add(continuation)

@@ -151,13 +151,16 @@ def first_token_top(choice: Mapping[str, Any]) -> dict[str, float] | None:
     return None
 
 
-def first_token_score(top: Mapping[str, float], continuation: str) -> float | None:
+def first_token_score(top: Mapping[str, float], continuation: str, *,
+                      fresh_turn: bool = False) -> float | None:
     """The log-prob of the continuation's first token among the first answer token's top
-    candidates: the longest candidate the continuation starts with (compared without leading
-    spaces when none matches as is, since a chat answer starts a fresh turn); ``None`` when no
-    candidate does (its first token is not in the top k)."""
-    for text, token_text in ((continuation, lambda t: t),
-                             (continuation.lstrip(), lambda t: t.lstrip())):
+    candidates: the longest candidate the continuation starts with; with ``fresh_turn`` (a chat
+    answer, which starts a turn of its own) also compared without leading spaces when none
+    matches as is. ``None`` when no candidate does (its first token is not in the top k)."""
+    ways = [(continuation, lambda t: t)]
+    if fresh_turn:
+        ways.append((continuation.lstrip(), lambda t: t.lstrip()))
+    for text, token_text in ways:
         matches = [(len(token_text(t)), value) for t, value in top.items()
                    if token_text(t) and text.startswith(token_text(t))]
         if matches:
