@@ -38,3 +38,11 @@ def tokenizer():
     from ricl.models import load_tokenizer
 
     return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def local():
+    """The default LM in process, float32: the reference the served models are held to."""
+    from ricl.lm import TransformersLM
+
+    return TransformersLM(batch_size=8)

@@ -24,7 +24,6 @@ from scipy.stats import kendalltau
 
 import ricl
 from ricl.errors import ServerUnavailableError
-from ricl.lm import TransformersLM
 from ricl.models import load_tokenizer, smollm2_gguf_path
 from ricl.errors import ServerResponseError
 from ricl.server_lm import OpenAICompletionsLM, continuation_logprobs
@@ -119,11 +118,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(server) -> OpenAICompletionsLM:
     return OpenAICompletionsLM(server.base_url, max_concurrency=2)
-
-
-@pytest.fixture(scope="module")
-def local() -> TransformersLM:
-    return TransformersLM(batch_size=8)
 
 
 @pytest.fixture(scope="module")

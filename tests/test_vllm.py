@@ -23,7 +23,6 @@ import pytest
 
 import ricl
 from ricl.errors import ConfigError, ServerUnavailableError
-from ricl.lm import TransformersLM
 from ricl.models import load_tokenizer
 from ricl.server_lm import OpenAIChatLM, OpenAICompletionsLM, continuation_logprobs
 from training.feedback import read_feedback, score_candidates
@@ -51,11 +50,6 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(server) -> OpenAICompletionsLM:
     return OpenAICompletionsLM(server.base_url, max_concurrency=4)
-
-
-@pytest.fixture(scope="module")
-def local() -> TransformersLM:
-    return TransformersLM(batch_size=8)
 
 
 @pytest.fixture(scope="module")
