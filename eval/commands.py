@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--split-seed", type=int, default=0, help="seed of the test/pool split")
     evaluate.add_argument("--normalize", default="sum", choices=("sum", "mean"),
                           help="label/choice log-prob: summed or per-token mean")
+    evaluate.add_argument("--lm", metavar="NAME_OR_DIR",
+                          help="the LM: a packaged model (smollm2-135m, the default; "
+                               "gemma3-270m) or a transformers model directory. Give each "
+                               "LM its own --out: finished cells are matched without the LM")
     evaluate.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                           help="LM weights: float32 (exact) or bfloat16 (about 3x faster on "
                                "CPUs with AMX/AVX-512 BF16)")
@@ -62,8 +66,13 @@ def _eval(args: argparse.Namespace) -> int:
     from eval.grid import RESULTS, run_grid
     from eval.report import write_report
 
+    lm = None  # the grid loads the default LM itself, and only if an LM cell runs
+    if args.lm is not None:
+        from ricl.lm import TransformersLM
+
+        lm = TransformersLM(args.lm, dtype=args.dtype)
     rows = run_grid(args.suite, args.retriever, args.selector, args.k, args.seeds, args.n_test,
-                    args.out, calibrate=args.calibrate, progress=not args.quiet,
+                    args.out, lm=lm, calibrate=args.calibrate, progress=not args.quiet,
                     pool_size=args.pool_size, split_seed=args.split_seed,
                     normalize=args.normalize, dtype=args.dtype, format=args.format)
     print(f"{len(rows)} cells in {Path(args.out) / RESULTS}")

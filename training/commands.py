@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="bm25 | dense | a sentence-transformers model dir")
     score.add_argument("-L", "--candidates", type=int, default=20, help="candidates per query")
     score.add_argument("--batch-size", type=int, default=16, help="LM rows per forward pass")
+    score.add_argument("--lm", metavar="NAME_OR_DIR",
+                       help="the scoring LM: a packaged model (smollm2-135m, the default; "
+                            "gemma3-270m) or a transformers model directory")
     score.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                        help="LM weights: float32 (exact) or bfloat16 (about 3x faster on CPUs "
                             "with AMX/AVX-512 BF16)")
@@ -118,7 +121,7 @@ def _score(args: argparse.Namespace) -> int:
             raise ConfigError(f"--n-queries {args.n_queries}: must be a positive integer.")
         examples = examples[:args.n_queries]
     path = score_candidates(corpus, examples, template, args.out, retriever=args.retriever,
-                            n_candidates=args.candidates, dtype=args.dtype,
+                            n_candidates=args.candidates, lm=args.lm, dtype=args.dtype,
                             batch_size=args.batch_size,
                             chunk_size=args.chunk_size, resume=not args.no_resume,
                             progress=not args.quiet)

@@ -235,9 +235,11 @@ def score_candidates(
         retriever: "bm25", "dense", a model directory, or a Retriever (indexed
             on ``corpus`` here unless it already is).
         n_candidates: L, candidates per query.
-        lm: any ``ricl.LM``; None loads the default TransformersLM in ``dtype``
-            (``"float32"`` or ``"bfloat16"``, about 3x faster on CPUs with AMX).
-        batch_size: rows per forward pass of the default LM.
+        lm: any ``ricl.LM``, or what ``TransformersLM`` loads in ``dtype``
+            (``"float32"`` or ``"bfloat16"``, about 3x faster on CPUs with AMX): None
+            for the default SmolLM2-135M, a packaged model's name ("gemma3-270m"),
+            or a model directory. A name is loaded only when there is work to do.
+        batch_size: rows per forward pass of an LM loaded here.
         chunk_size: queries per durable chunk. Candidate KV caches are shared
             within a chunk only, so queries are ordered to keep those that share
             candidates together (``order_by_shared_candidates``): the file lists
@@ -288,8 +290,8 @@ def score_candidates(
     chunks = [order[start:start + chunk_size] for start in range(0, len(order), chunk_size)]
     todo = [chunk for chunk in chunks if any(queries[i].id not in out.done for i in chunk)]
     n_pairs = sum(len(rows_of[i]) + 1 for chunk in todo for i in chunk)
-    if lm is None and todo:
-        lm = TransformersLM(batch_size=batch_size, dtype=dtype)
+    if (lm is None or isinstance(lm, (str, Path))) and todo:
+        lm = TransformersLM(lm, batch_size=batch_size, dtype=dtype)
     bar = tqdm(total=n_pairs, unit="pair", desc="LM feedback", disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
@@ -445,10 +447,15 @@ def _describe_retriever(spec: Any, retriever: Any) -> str:
 
 
 def _describe_lm(lm: Any, dtype: str = "float32") -> str:
-    if lm is None:
-        from ricl.models import DEFAULT_LM_NAME
+    if lm is None or isinstance(lm, (str, Path)):
+        from ricl.models import DEFAULT_LM_NAME, PACKAGED_LMS
 
-        return DEFAULT_LM_NAME if dtype == "float32" else f"{DEFAULT_LM_NAME} ({dtype})"
+        # The name an LM loaded from this spec will report, so that the file a name
+        # started is resumed by the loaded model's own description and vice versa.
+        spec = PACKAGED_LMS.get(lm) if isinstance(lm, str) else None
+        name = (DEFAULT_LM_NAME if lm is None else spec.folder if spec
+                else Path(lm).expanduser().resolve().name)
+        return name if dtype == "float32" else f"{name} ({dtype})"
     model = getattr(lm, "model", None)
     name = getattr(getattr(model, "config", None), "_name_or_path", None)
     if not name:

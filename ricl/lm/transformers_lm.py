@@ -27,10 +27,12 @@ from ricl.models import load_causal_lm
 
 
 class TransformersLM:
-    """``LM`` over a local transformers causal model (by default SmolLM2-135M-Instruct, fp32, CPU).
+    """``LM`` over a local transformers causal model (by default SmolLM2-135M-Instruct, fp32).
 
     Args:
-        model: ``None`` for the default model, a local model directory, or a
+        model: ``None`` for the default model, a packaged model's short name
+            (``"smollm2-135m"``, the default; ``"gemma3-270m"``, Gemma 3 270M base:
+            see ``ricl.models.PACKAGED_LMS``), a local model directory, or a
             ``(model, tokenizer)`` pair already loaded (see ``ricl.models.load_causal_lm``).
         batch_size: most prompts per forward pass.
         max_batch_tokens: most padded tokens per forward pass; long prompts
