@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import ricl
 from ricl import models
 from ricl.errors import ModelLoadError
 from ricl.io import MARKER
@@ -173,3 +174,20 @@ def test_an_unknown_lm_on_the_command_line_lists_the_packaged_ones(tmp_path, cap
     assert main(["eval", "--suite", "trec", "--n-test", "4", "--pool-size", "50", "-k", "0",
                  "--lm", "gemma9", "--out", str(tmp_path / "run"), "--quiet"]) == 2
     assert "smollm2-135m, gemma3-270m" in capsys.readouterr().err
+
+
+def test_a_builder_counting_gemma_tokens_saves_the_name_and_loads_anywhere(tmp_path, trec_corpus,
+                                                                          gemma_dir):
+    builder = ricl.PromptBuilder(trec_corpus, retriever="bm25", k=2, tokenizer="gemma3-270m",
+                                 max_tokens=256)
+    builder.save(tmp_path / "builder")
+
+    loaded = ricl.PromptBuilder.load(tmp_path / "builder")
+
+    assert json.loads((tmp_path / "builder" / "builder.json").read_text())["tokenizer"] == "gemma3-270m"
+    prompt = loaded.build("Who wrote Hamlet?")
+    assert prompt.text == builder.build("Who wrote Hamlet?").text
+    assert loaded.tokenizer is models.load_tokenizer("gemma3-270m")
+    from ricl.tokens import TokenCounter
+
+    assert TokenCounter(str(gemma_dir)).card() == "gemma3-270m"  # the folder, named portably
