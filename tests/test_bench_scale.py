@@ -84,6 +84,7 @@ def test_sizes_never_exceed_the_real_texts(assembly):
     assert sum(assembly.counts().values()) == len(assembly.records)
 
 
+@pytest.mark.subprocess  # each measured size runs in a worker process
 def test_tiny_run_reports_every_selector(tmp_path):
     import torch
 
