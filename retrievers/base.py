@@ -9,22 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError, RiclError
-from ricl.retrieval import Candidates, SelfExclusion, check_n, check_queries
+from ricl.retrieval import Candidates, SelfExclusion, check_n, check_queries, trim
 
 
 RETRIEVER_KIND = "retriever"  # the kind in a saved retriever's ricl.io marker
-
-
-def trim(rows: np.ndarray, scores: np.ndarray, excluded: frozenset[int], n: int):
-    """Drop excluded rows and keep the best ``n``."""
-    if excluded:
-        keep = ~np.isin(rows, list(excluded))
-        rows, scores = rows[keep], scores[keep]
-    return rows[:n], scores[:n]
 
 
 class RetrieverBase:

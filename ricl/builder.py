@@ -18,7 +18,7 @@ from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
-from ricl.retrieval import SelfExclusion
+from ricl.retrieval import SelfExclusion, trim
 from ricl.selectors import CandidateView, Selection, make_selector, select_many, selector_name
 from ricl.template import Template, as_template
 from ricl.text import check_text
@@ -237,14 +237,13 @@ class PromptBuilder:
                                                   exclude_self=self.exclude_self)
                     for i, r, s in zip(hit, again.rows, again.scores):
                         rows[i], scores[i] = r, s
-            views = []
-            for q, r, s, e in zip(texts, rows, scores, excluded):
-                r, s = np.asarray(r, dtype=np.int64), np.asarray(s, dtype=np.float64)
-                if e:
-                    keep = ~np.isin(r, list(e))
-                    r, s = r[keep], s[keep]
-                views.append(CandidateView(q, r[:n], s[:n], self.retriever, e, self.corpus))
-            return views
+                for i, e in enumerate(excluded):
+                    rows[i], scores[i] = trim(np.asarray(rows[i], dtype=np.int64),
+                                              np.asarray(scores[i], dtype=np.float64), e, n)
+            # ricl's retrievers have already trimmed their lists (retrievers.base)
+            return [CandidateView(q, np.asarray(r, dtype=np.int64), np.asarray(s, dtype=np.float64),
+                                  self.retriever, e, self.corpus)
+                    for q, r, s, e in zip(texts, rows, scores, excluded)]
         empty = np.zeros(0, dtype=np.int64)
         return [CandidateView(q, empty, np.zeros(0), self.retriever, e, self.corpus)
                 for q, e in zip(texts, self._excluded(texts))]

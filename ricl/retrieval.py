@@ -104,3 +104,11 @@ class SelfExclusion:
 
     def rows_of(self, queries: Sequence[str]) -> list[frozenset[int]]:
         return [frozenset(self._rows_by_text.get(normalize(query), ())) for query in queries]
+
+
+def trim(rows: np.ndarray, scores: np.ndarray, excluded: frozenset[int], n: int):
+    """Drop excluded rows and keep the best ``n``."""
+    if excluded:
+        keep = ~np.isin(rows, list(excluded))
+        rows, scores = rows[keep], scores[keep]
+    return rows[:n], scores[:n]
