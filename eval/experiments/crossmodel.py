@@ -11,7 +11,8 @@
    demonstrations.
 2. transfer (``--transfer-suite``): the EPR (contrastive) retriever trained on
    SmolLM2's feedback and one trained on Gemma's own feedback, same protocol as
-   ``eval.experiments.trained`` (1,000 pool queries, 20 BM25 candidates, one epoch),
+   ``eval.experiments.trained`` (``--queries`` pool queries, default 1,000; 20 BM25
+   candidates; one epoch),
    each evaluated with Gemma against the base embedder (dense similarity, k=8),
    written to ``OUT/transfer/``.
 3. summary: ``OUT/crossmodel.md`` (+ ``crossmodel.json`` and ``ranks.png``):
@@ -49,20 +50,21 @@ def run_grid_for(lm, out_dir: Path, suites: Sequence[str], progress: bool = True
         run_rows(suite, out_dir, lm, progress=progress)
 
 
-def train_on(suite, lm, work: Path, progress: bool = True) -> Path:
-    """Score the suite's training queries with ``lm`` and train an EPR retriever."""
+def train_on(suite, lm, work: Path, n_queries: int = N_QUERIES, progress: bool = True) -> Path:
+    """Score the suite's first ``n_queries`` pool items with ``lm`` and train an EPR retriever."""
     from training.feedback import score_candidates
     from training.train import train_retriever
 
     corpus = suite.corpus()
-    feedback = score_candidates(corpus, list(corpus)[:N_QUERIES], suite.template,
-                                work / f"feedback-q{N_QUERIES}-L{N_CANDIDATES}.jsonl",
+    feedback = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
+                                work / f"feedback-q{n_queries}-L{N_CANDIDATES}.jsonl",
                                 n_candidates=N_CANDIDATES, lm=lm, progress=progress)
-    return train_retriever(feedback, corpus, work / f"contrastive-q{N_QUERIES}",
+    return train_retriever(feedback, corpus, work / f"contrastive-q{n_queries}",
                            loss="contrastive", progress=progress)
 
 
-def run_transfer(name: str, lms: dict, out_dir: Path, progress: bool = True) -> list[dict]:
+def run_transfer(name: str, lms: dict, out_dir: Path, n_queries: int = N_QUERIES,
+                 progress: bool = True) -> list[dict]:
     """Base embedder vs EPR trained on each model's feedback, all evaluated with Gemma."""
     from eval.experiments.trained import N_TEST, POOL_SIZE, SPLIT_SEED, K
     from eval.experiments.trained import _work_dir as smollm2_work
@@ -75,7 +77,8 @@ def run_transfer(name: str, lms: dict, out_dir: Path, progress: bool = True) -> 
              NEW_MODEL: ricl_home() / "experiments" / "crossmodel" / NEW_MODEL / name}
     retrievers = {"base": "dense"}
     for model in MODELS:
-        retrievers[f"epr-{model}"] = str(train_on(suite, lms[model], works[model], progress))
+        retrievers[f"epr-{model}"] = str(train_on(suite, lms[model], works[model], n_queries,
+                                                  progress))
     return run_grid([suite], retrievers, ["similarity"], [K], 1, N_TEST, out_dir / "transfer",
                     lm=lms[NEW_MODEL], progress=progress, pool_size=POOL_SIZE,
                     split_seed=SPLIT_SEED)
@@ -89,6 +92,10 @@ def main(argv=None) -> None:
                         help="results directory (the published run: eval/results/crossmodel)")
     parser.add_argument("--headline", default=str(HEADLINE),
                         help="the SmolLM2 headline run to compare with")
+    parser.add_argument("--queries", type=int, default=N_QUERIES,
+                        help="training queries per model for the transfer retrievers")
+    parser.add_argument("--skip-grid", action="store_true",
+                        help="only the transfer step (the grid may run in another process)")
     parser.add_argument("--summary-only", action="store_true",
                         help="only rewrite crossmodel.md from the finished runs")
     parser.add_argument("--quiet", action="store_true")
@@ -99,12 +106,13 @@ def main(argv=None) -> None:
     out = Path(args.out)
     if not args.summary_only:
         lms = {model: TransformersLM(model, dtype=DTYPE) for model in MODELS}
-        run_grid_for(lms[NEW_MODEL], out / NEW_MODEL, args.suite, progress=not args.quiet)
+        if not args.skip_grid:
+            run_grid_for(lms[NEW_MODEL], out / NEW_MODEL, args.suite, progress=not args.quiet)
         for name in args.transfer_suite:
-            run_transfer(name, lms, out, progress=not args.quiet)
+            run_transfer(name, lms, out, args.queries, progress=not args.quiet)
     from eval.experiments.crossmodel_report import write_summary
 
-    print(write_summary(out, Path(args.headline), args.suite, args.transfer_suite))
+    print(write_summary(out, Path(args.headline), args.suite, args.transfer_suite, args.queries))
 
 
 if __name__ == "__main__":

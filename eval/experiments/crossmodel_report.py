@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from eval.experiments.crossmodel import MODELS, NEW_MODEL
 
@@ -108,7 +107,7 @@ def _bias(counts: dict[str, int]) -> float:
 
 
 def write_summary(out: Path, headline: Path, suites: Sequence[str],
-                  transfer_suites: Sequence[str]) -> Path:
+                  transfer_suites: Sequence[str], n_queries: int = 1000) -> Path:
     from eval.suites import load_suite
     from ricl.io import publish_files, staging_dir
 
@@ -216,7 +215,7 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
                          + " ".join(f"{k} {v}" for k, v in z.items()) + f" | {_bias(z):.2f} | "
                          + " ".join(f"{k} {v}" for k, v in s.items()) + f" | {_bias(s):.2f} |")
 
-    lines += _transfer_section(out, transfer_suites, data)
+    lines += _transfer_section(out, transfer_suites, data, n_queries)
     with staging_dir(out) as staging:
         plot = _plot(entries, suites, staging / "models.png")
         lines += ["", "## Plot", "", f"![{plot}]({plot})", ""]
@@ -227,7 +226,8 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
     return out / "crossmodel.md"
 
 
-def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict) -> list[str]:
+def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
+                      n_queries: int) -> list[str]:
     from ricl.jsonl_store import read_jsonl
 
     results = out / "transfer" / "results.jsonl"
@@ -236,8 +236,9 @@ def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict) -> 
     rows = {(r["suite"], r["retriever"]): r for r in read_jsonl(results)
             if r["method"].endswith("similarity")}
     lines = ["", "## Does a retriever trained on one LM's feedback help another?", "",
-             "EPR (contrastive) retrievers trained as in `eval.experiments.trained` (1,000 "
-             "pool queries, 20 BM25 candidates scored by the LM, one epoch from MiniLM-L6), "
+             "EPR (contrastive) retrievers trained as in `eval.experiments.trained` "
+             f"({n_queries:,} pool queries, 20 BM25 candidates scored by the LM in bfloat16, "
+             "one epoch from MiniLM-L6), "
              "on SmolLM2's feedback and on Gemma's own, both used with Gemma (dense "
              "similarity, k = 8). p: exact McNemar test on the same 200 test items.", "",
              "| suite | base | EPR on SmolLM2's feedback | p vs base | EPR on Gemma's feedback "
