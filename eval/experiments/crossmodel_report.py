@@ -16,6 +16,8 @@ from eval.experiments.crossmodel import MODELS, NEW_MODEL
 
 TITLES = {"smollm2-135m": "SmolLM2-135M-Instruct", "gemma3-270m": "Gemma 3 270M (base)"}
 SIMILARITY = "dense + similarity"
+HEADLINE_LM_ROWS = ("zero-shot", "dense + random", "bm25 + similarity", SIMILARITY, "dense + dpp",
+                    "dense + mmr", "dense + coverage", "dense + votek")
 RANDOM = "dense + random"
 
 
@@ -113,7 +115,15 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
 
     runs = {"smollm2-135m": headline, NEW_MODEL: out / NEW_MODEL}
     entries = {model: _entries(runs[model] / "results.jsonl") for model in MODELS}
-    suites = [s for s in suites if any(e.suite == s for e in entries[NEW_MODEL].values())]
+    # A suite enters the summary once both models have every headline LM row for it.
+    complete = [s for s in suites if all(len(_lm_methods(entries[m], s)) >= len(HEADLINE_LM_ROWS)
+                                         for m in MODELS)]
+    if not complete:
+        from ricl.errors import ConfigError
+
+        raise ConfigError(f"no suite of {list(suites)} has all {len(HEADLINE_LM_ROWS)} headline "
+                          f"rows for both models yet; run the grid first (without --summary-only).")
+    suites = complete
     data: dict[str, Any] = {"suites": suites, "kendall": {}, "findings": {}, "copying": {},
                             "bias": {}, "transfer": {}}
     lines = ["# What holds across models: SmolLM2-135M-Instruct and Gemma 3 270M", "",
