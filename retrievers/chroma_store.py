@@ -216,3 +216,54 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
         word in text for word in ("connect", "unreachable", "timed out", "timeout", "refused"))
 
+
+
+class LocalChromaServer:
+    """A Chroma server (``chroma run``) on loopback, for tests and benchmarks: started
+    with :meth:`start`, stopped with :meth:`stop`, its data under ``path``."""
+
+    def __init__(self, path: Path, port: int | None = None, command: Path | None = None):
+        import sys
+
+        self.path = Path(path)
+        self.port = port if port is not None else free_port()
+        self.command = command or Path(sys.executable).parent / "chroma"
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"chroma://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> LocalChromaServer:
+        import socket
+        import subprocess
+        import time
+
+        if not self.command.exists():
+            raise FileNotFoundError(f"{self.command} is not installed (it comes with chromadb).")
+        self.process = subprocess.Popen(
+            [str(self.command), "run", "--path", str(self.path), "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the Chroma server did not start within {timeout:g} s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,7 +1,5 @@
 """Dense retrieval against a real Chroma server on loopback."""
 
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,49 +8,19 @@ import pytest
 
 import ricl
 from retrievers import load_retriever, make_retriever
+from retrievers.chroma_store import LocalChromaServer, free_port
 from ricl.errors import ServerUnavailableError
 
 CHROMA = Path(sys.executable).parent / "chroma"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 pytestmark = [pytest.mark.server, pytest.mark.subprocess]
-
-
-class ChromaServer:
-    def __init__(self, path: Path, port: int):
-        self.path, self.port, self.process = path, port, None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [str(CHROMA), "run", "--path", str(self.path), "--host", "127.0.0.1",
-             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the Chroma server did not start within 30 s")
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
 
 
 @pytest.fixture()
 def server(tmp_path):
     if not CHROMA.exists():
         pytest.skip("the chroma command is not installed")
-    running = ChromaServer(tmp_path / "chroma-data", free_port())
+    running = LocalChromaServer(tmp_path / "chroma-data", command=CHROMA)
     running.start()
     yield running
     running.stop()
