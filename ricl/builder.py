@@ -154,8 +154,10 @@ class PromptBuilder:
             stage = getattr(self.retriever, "stage", None) if apply is not None else None
             staged = stage(change) if stage is not None else None
             with self._rw.write():
-                if apply is not None:
-                    apply(change, staged) if stage is not None else apply(change)
+                if stage is not None:
+                    apply(change, staged)
+                elif apply is not None:
+                    apply(change)
                 elif self._indexed:  # a retriever of the user's that cannot change: rebuild
                     self.retriever.index(change.new)
                 self.corpus = change.new

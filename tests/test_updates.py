@@ -292,3 +292,47 @@ def test_cli_adds_updates_and_removes_in_a_saved_index(tmp_path, trec, pool, cap
     assert len(corpus) == BASE + 5 - 2
     assert corpus[corpus.row_of(pool[0]["id"])].output == "number"
     assert not corpus.has_id(pool[1]["id"])
+
+
+class WordOverlap:
+    """A user's retriever as the README shows one: ``index`` and ``search`` only."""
+
+    def index(self, corpus):
+        self.corpus = corpus
+        self.words = [set(e.text.lower().split()) for e in corpus]
+        return self
+
+    def search(self, queries, n, *, exclude_self=True):
+        rows, scores = [], []
+        for query in queries:
+            overlap = np.array([len(set(query.lower().split()) & w) for w in self.words], float)
+            top = np.argsort(-overlap, kind="stable")[:n]
+            rows.append(top)
+            scores.append(overlap[top])
+        return ricl.Candidates(queries=tuple(queries), rows=tuple(rows), scores=tuple(scores))
+
+
+class CountingOverlap(WordOverlap):
+    """One that follows a change itself (``apply`` without ``stage``)."""
+
+    applied = 0
+
+    def apply(self, change):
+        self.applied += 1
+        self.index(change.new)
+
+
+@pytest.mark.parametrize("retriever", [WordOverlap, CountingOverlap])
+def test_a_users_retriever_follows_changes_by_apply_or_by_being_indexed_again(retriever, trec,
+                                                                            pool, tokenizer):
+    builder = ricl.PromptBuilder(corpus_of(pool[:BASE], trec), retriever=retriever(), k=3,
+                                 template=TEMPLATE, tokenizer=tokenizer)
+    query = "Which river flows through the old town of Heidelberg ?"
+    builder.build(query)
+    builder.add([{"id": "fix-1", "text": "Which river flows through Heidelberg ?",
+                  "label": "location"}])
+    builder.remove([pool[0]["id"]])
+    assert builder.retriever.corpus is builder.corpus
+    assert builder.build(query).demo_ids[-1] == "fix-1"
+    if retriever is CountingOverlap:
+        assert builder.retriever.applied == 2
