@@ -336,3 +336,30 @@ def test_a_users_retriever_follows_changes_by_apply_or_by_being_indexed_again(re
     assert builder.build(query).demo_ids[-1] == "fix-1"
     if retriever is CountingOverlap:
         assert builder.retriever.applied == 2
+
+
+def test_vectors_of_a_saved_index_follow_many_changes_without_being_read_whole(tmp_path):
+    from retrievers.dense import EditedVectors, VectorFile, edit_rows, write_vectors
+
+    rng = np.random.default_rng(0)
+    corpus = ricl.Corpus.from_records([{"id": str(i), "text": f"text {i}", "label": "a"}
+                                       for i in range(50)], input="text", output="label")
+    matrix = rng.normal(size=(50, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", matrix)
+    saved, reference = VectorFile(tmp_path / "v.npy"), matrix
+    for step in range(160):  # 1,600 fresh vectors, most of them replaced again later
+        ids = [corpus[int(r)].id for r in rng.choice(len(corpus), 10, replace=False)]
+        if step % 7 == 3:
+            change = CorpusChange.remove(corpus, ids[:2])
+        else:
+            change = CorpusChange.update(corpus, [{"id": i, "text": f"text {i} v{step}",
+                                                   "label": "a"} for i in ids]
+                                         + [{"id": f"n{step}", "text": f"new {step}",
+                                             "label": "a"}])
+        fresh = rng.normal(size=(len(change.fresh), 8)).astype(np.float32)
+        saved, reference = edit_rows(saved, change, fresh), edit_rows(reference, change, fresh)
+        corpus = change.new
+    assert isinstance(saved, EditedVectors) and len(saved.extra) < 2 * len(corpus) + 1024
+    np.testing.assert_array_equal(saved[np.arange(len(corpus))], reference)
+    write_vectors(saved, tmp_path / "w.npy")
+    np.testing.assert_array_equal(np.load(tmp_path / "w.npy"), reference)
