@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ricl.data import Corpus
+from ricl.changes import CorpusChange
+from ricl.data import Corpus, Example
 from ricl.errors import ConfigError, TemplateError
 from ricl.formats import ChatFormat, TextFormat, check_format
 from ricl.documents import score_documents
+from ricl.locks import ReadWriteLock
 from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prompt import Demo, Dropped, Prompt
@@ -53,6 +55,11 @@ class PromptBuilder:
     tokenizer's chat template applied with the generation prompt, and the budget
     counts that text). ``device``: where a dense retriever's embedder runs ("auto":
     a GPU when torch sees one; "cpu", "cuda", "cuda:N").
+
+    The corpus can change in place: :meth:`add`, :meth:`update` (upsert by id) and
+    :meth:`remove` update the index without rebuilding it, and every prompt built after
+    one returns sees the new corpus. A builder may serve many threads while it changes:
+    each prompt is built from one version of the corpus, never a mix.
     """
 
     def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
@@ -90,8 +97,10 @@ class PromptBuilder:
         self.format = check_format(format)
         self._layout = None
         self._chunker = None
-        self._demo_tokens: dict[int, int] = {}
-        self._lock = threading.RLock()
+        self._demo_tokens: dict[str, int] = {}  # by example id
+        self._lock = threading.RLock()  # lazy set-up (layout, chunker, self-exclusion)
+        self._rw = ReadWriteLock()  # builds share it; a change holds it alone, briefly
+        self._writes = threading.RLock()  # one change (or indexing) at a time
         self._indexed = getattr(self.retriever, "corpus", None) is corpus
         if self._indexed and hasattr(self.selector, "prepare"):
             self.selector.prepare(self.retriever)
@@ -102,13 +111,63 @@ class PromptBuilder:
 
     def index(self) -> PromptBuilder:
         """Index the corpus now (otherwise it happens on the first build)."""
-        with self._lock:
+        if self._indexed:
+            return self
+        with self._writes, self._rw.write():
             if not self._indexed:
                 self.retriever.index(self.corpus)
                 if hasattr(self.selector, "prepare"):
                     self.selector.prepare(self.retriever)
                 self._indexed = True
         return self
+
+    # -- changing the corpus -----------------------------------------------------------------
+    def add(self, records: Sequence[Any], *, id: str | None = "id") -> CorpusChange:
+        """Add demonstrations: dicts with the corpus's fields (its input and output names;
+        ``id`` names the id field, and a record without one gets an id from its content),
+        or ``ricl.Example`` objects. They are validated as ``Corpus.from_records`` does;
+        an id the corpus already holds is a ``ricl.errors.DuplicateIdError`` (use
+        :meth:`update`). Returns the :class:`ricl.changes.CorpusChange` (its
+        ``added_ids``...). The index is updated, not rebuilt: prompts equal those of a
+        builder made on the new corpus."""
+        return self._change(CorpusChange.add, records, id=id)
+
+    def update(self, records: Sequence[Any], *, id: str | None = "id") -> CorpusChange:
+        """Upsert by id: each record whose id is in the corpus replaces that example in
+        place (say, a corrected label); a record with a new id is added."""
+        return self._change(CorpusChange.update, records, id=id)
+
+    def remove(self, ids: Sequence[str]) -> CorpusChange:
+        """Remove the examples with these ids; an id the corpus does not hold is a
+        ``ricl.errors.UnknownIdError`` and nothing is removed."""
+        return self._change(CorpusChange.remove, ids)
+
+    def _change(self, make, *args: Any, **kwargs: Any) -> CorpusChange:
+        """Validate, do the slow work (embedding the fresh examples) while prompts are still
+        being built, then swap the corpus, the index and what depends on them in one
+        exclusive step."""
+        with self._writes:
+            change = make(self.corpus, *args, **kwargs)
+            if change.is_empty:
+                return change
+            apply = getattr(self.retriever, "apply", None) if self._indexed else None
+            stage = getattr(self.retriever, "stage", None) if apply is not None else None
+            staged = stage(change) if stage is not None else None
+            with self._rw.write():
+                if stage is not None:
+                    apply(change, staged)
+                elif apply is not None:
+                    apply(change)
+                elif self._indexed:  # a retriever of the user's that cannot change: rebuild
+                    self.retriever.index(change.new)
+                self.corpus = change.new
+                for example in change.gone:
+                    self._demo_tokens.pop(example.id, None)
+                if hasattr(self, "_self_rows"):
+                    self._self_rows.apply(change)
+                if self._indexed and hasattr(self.selector, "prepare"):
+                    self.selector.prepare(self.retriever)  # vote-k chooses again, caches reset
+        return change
 
     @property
     def tokenizer(self):
@@ -150,7 +209,9 @@ class PromptBuilder:
         """Prompts for many queries: one encoder call and one search per chunk.
 
         Gives exactly the prompts that ``build`` gives one by one. ``documents``, when
-        given, holds one list of documents per query.
+        given, holds one list of documents per query. Each chunk of 256 queries is built
+        from one version of the corpus; a change made meanwhile from another thread takes
+        effect between chunks.
         """
         if isinstance(queries, (str, Mapping)):
             raise ConfigError("build_many() takes a list of queries; use build() for one.")
@@ -167,7 +228,8 @@ class PromptBuilder:
             chunks = tqdm(chunks, desc="prompts", unit="chunk")
         for start in chunks:
             docs = None if documents is None else documents[start:start + _CHUNK]
-            prompts.extend(self._build_chunk(fields[start:start + _CHUNK], docs))
+            with self._rw.read():  # one corpus version per chunk; changes wait in between
+                prompts.extend(self._build_chunk(fields[start:start + _CHUNK], docs))
         return prompts
 
     def _query_fields(self, query: Query, i: int) -> dict[str, str]:
@@ -279,9 +341,9 @@ class PromptBuilder:
         return result
 
     def _count_demo_tokens(self, rows: set[int]) -> None:
-        todo = sorted(rows - set(self._demo_tokens))
+        todo = sorted(row for row in rows if self.corpus[row].id not in self._demo_tokens)
         counts = self.count_tokens([self._render_demo(row) for row in todo])
-        self._demo_tokens.update(zip(todo, counts))
+        self._demo_tokens.update((self.corpus[row].id, n) for row, n in zip(todo, counts))
 
     def recompose(self, prompt: Prompt, query: Mapping[str, str]) -> str:
         """``prompt``'s text with another query (a value per input field, empty allowed:
@@ -291,7 +353,8 @@ class PromptBuilder:
         names = self.corpus.input_names
         fields = {name: query[name] for name in names}
         fields["input"] = "\n".join(fields[name] for name in names)
-        demos = [self._demo_fields(self.corpus.row_of(demo.id))
+        # from the prompt's own demos: the corpus may have changed since it was built
+        demos = [Example(demo.id, demo.fields, demo.output).fields(self.corpus.output_name)
                  for demo in sorted(prompt.demos, key=lambda d: d.position)]
         section = ""
         if prompt.documents:
@@ -308,7 +371,7 @@ class PromptBuilder:
     def _assemble(self, fields: dict[str, str], selection: Selection, scores: list[float | None],
                   documents: list[tuple[str, str, float]] = ()) -> Prompt:
         rows = list(selection.rows)
-        demo_tokens = [self._demo_tokens[row] for row in rows]
+        demo_tokens = [self._demo_tokens[self.corpus[row].id] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
         fixed, separator = self.layout.fixed(fields, self.count_tokens)
         kept, dropped = fit_budget(demo_tokens, relevance, fixed, separator, self.max_tokens)
@@ -383,7 +446,9 @@ class PromptBuilder:
         ``overwrite``; ``overwrite=True`` only lets a builder replace another kind of
         ricl output (a saved retriever, a trained model).
         """
-        save_builder(self, path, overwrite=overwrite)
+        self.index()
+        with self._rw.read():  # the corpus and index as they are now; changes wait
+            save_builder(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, selector: Any = None, tokenizer: Any = None) -> PromptBuilder:
