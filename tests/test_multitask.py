@@ -47,9 +47,9 @@ def test_one_model_learns_every_task_behind_its_instruction(udr):
     # round 2 trains on from round 1
     assert Path(card["base_model"]).resolve() == (work / "work" / "round-1").resolve()
     # round 2's candidates come from round 1's model, under each task's instruction
-    header, _ = read_feedback(work / "work" / "trec" / "feedback-r2-L3.jsonl")
+    header, _ = read_feedback(work / "work" / "trec" / "feedback-r2-q4-L3.jsonl")
     assert "round-1" in header["retriever"] and SUITE_INSTRUCTIONS["trec"] in header["retriever"]
-    assert read_feedback(work / "work" / "sst2" / "feedback-r1-L3.jsonl")[0]["retriever"] == "bm25"
+    assert read_feedback(work / "work" / "sst2" / "feedback-r1-q4-L3.jsonl")[0]["retriever"] == "bm25"
 
 
 def test_the_instruction_is_put_before_queries_at_inference_and_kept_in_a_saved_index(udr, tmp_path):

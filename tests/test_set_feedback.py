@@ -33,18 +33,8 @@ def test_subsets_are_distinct_seeded_by_query_and_shown_most_relevant_last():
 
 
 @pytest.fixture(scope="module")
-def lm() -> TransformersLM:
-    return TransformersLM(batch_size=8)
-
-
-@pytest.fixture(scope="module")
-def pool(trec):
-    return ricl.Corpus.from_records(trec.pool[:120], input="text", output="label", labels=trec.labels)
-
-
-@pytest.fixture(scope="module")
-def queries(trec):
-    return [dict(record) for record in trec.test[:6]]
+def lm(local) -> TransformersLM:
+    return local  # the default LM, float32, shared by the session
 
 
 @pytest.fixture(scope="module")

@@ -97,22 +97,13 @@ class FeedbackRecord:
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> FeedbackRecord:
-        try:
-            record = cls(
-                query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
-                candidates=tuple(str(c) for c in line["candidates"]),
-                retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
-                lm_scores=tuple(float(s) for s in line["lm_scores"]),
-                zero_shot=float(line["zero_shot"]),
-            )
-        except KeyError as exc:
-            raise FeedbackError(f"{where} lacks the field {exc.args[0]!r}. Rewrite the file with "
-                                "training.score_candidates.") from None
-        except (TypeError, ValueError) as exc:
-            raise FeedbackError(f"{where} holds a value of the wrong type ({exc}).") from None
-        if not isinstance(record.answer, str) or not record.answer.strip():
-            raise FeedbackError(f"{where}: query {record.query_id!r} has no answer; feedback needs "
-                                "the answer the LM was scored on.")
+        record = parse_line(lambda: cls(
+            query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
+            candidates=tuple(str(c) for c in line["candidates"]),
+            retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
+            lm_scores=tuple(float(s) for s in line["lm_scores"]),
+            zero_shot=float(line["zero_shot"]),
+        ), where, "training.score_candidates")
         if not record.candidates:
             raise FeedbackError(f"{where}: query {record.query_id!r} has no candidates.")
         if not len(record.candidates) == len(record.lm_scores) == len(record.retriever_scores):
@@ -122,6 +113,22 @@ class FeedbackRecord:
         if not all(np.isfinite(record.lm_scores)):
             raise FeedbackError(f"{where}: query {record.query_id!r} has a non-finite LM score.")
         return record
+
+
+def parse_line(build: Callable[[], Any], where: str, writer: str) -> Any:
+    """The record ``build()`` makes of a file's line, with the checks every kind shares:
+    a missing field or a value of the wrong type, and an answer to score."""
+    try:
+        record = build()
+    except KeyError as exc:
+        raise FeedbackError(f"{where} lacks the field {exc.args[0]!r}. Rewrite the file with "
+                            f"{writer}.") from None
+    except (TypeError, ValueError) as exc:
+        raise FeedbackError(f"{where} holds a value of the wrong type ({exc}).") from None
+    if not isinstance(record.answer, str) or not record.answer.strip():
+        raise FeedbackError(f"{where}: query {record.query_id!r} has no answer; feedback needs "
+                            "the answer the LM was scored on.")
+    return record
 
 
 # --------------------------------------------------------------------------- the file

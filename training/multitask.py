@@ -91,20 +91,24 @@ def train_udr(
     dtype: str = "float32",
     lm_batch_size: int = 16,
     chunk_size: int = 512,
+    mining_queries: int | None = None,
     progress: bool = True,
     **train_options: Any,
 ) -> Path:
     """Score, pool, train and re-mine (see the module docstring); return ``out_dir``,
     the last round's model. Earlier rounds' models and every feedback file stay in
-    ``work_dir`` (``round-<r>/``, ``<task>/feedback-r<r>-L<n>.jsonl``).
+    ``work_dir`` (``round-<r>/``, ``<task>/feedback-r<r>-q<queries>-L<n>.jsonl``).
 
+    ``mining_queries``: how many of each task's queries later rounds re-mine and train
+    on (the first ones; None: all), the cost of a round being mostly its scoring.
     ``lm``/``dtype``/``lm_batch_size``/``chunk_size`` are ``score_candidates``'s;
     ``train_options`` go to ``train_multitask`` (epochs, batch_size, lr, seed, ...).
     """
     from retrievers import DenseRetriever
 
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"rounds={rounds!r}: must be a positive integer.")
+    for name, value in (("rounds", rounds), ("mining_queries", mining_queries or 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name}={value!r}: must be a positive integer.")
     tasks = list(tasks)
     names = [task.name for task in tasks]
     if len(tasks) < 2 or len(set(names)) != len(names):
@@ -118,12 +122,15 @@ def train_udr(
     for round_ in range(1, rounds + 1):
         pooled = []
         for task in tasks:
-            path = (task.feedback if round_ == 1 and task.feedback is not None
-                    else work_dir / task.name / f"feedback-r{round_}-L{n_candidates}.jsonl")
+            queries = list(task.queries)
+            if round_ > 1 and mining_queries is not None:
+                queries = queries[:mining_queries]
+            path = (task.feedback if round_ == 1 and task.feedback is not None else work_dir /
+                    task.name / f"feedback-r{round_}-q{len(queries)}-L{n_candidates}.jsonl")
             retriever: Any = "bm25" if model is None else DenseRetriever(
                 model=str(model), query_prompt_name=task.name)
             log.info("UDR round %d: feedback for %s in %s", round_, task.name, path)
-            score_candidates(task.corpus, task.queries, task.template, path, retriever=retriever,
+            score_candidates(task.corpus, queries, task.template, path, retriever=retriever,
                              n_candidates=n_candidates, lm=lm, chunk_size=chunk_size,
                              progress=progress)
             pooled.append(TaskFeedback(task.name, path, task.corpus, task.instruction))

@@ -54,8 +54,8 @@ from ricl.errors import ConfigError
 from ricl.lm import TransformersLM
 from ricl.template import Template
 from training.feedback import (FeedbackError, FeedbackFile, FeedbackKind, _retrieve, _score_plainly,
-                               prepare_scoring, query_head, read_feedback_file, score_in_chunks,
-                               scoring_settings)
+                               parse_line, prepare_scoring, query_head, read_feedback_file,
+                               score_in_chunks, scoring_settings)
 from training.prefix_cache import score_shared_prefixes
 
 log = logging.getLogger(__name__)
@@ -87,27 +87,19 @@ class SetFeedbackRecord:
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> SetFeedbackRecord:
-        try:
-            record = cls(
-                query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
-                candidates=tuple(str(c) for c in line["candidates"]),
-                retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
-                subsets=tuple(tuple(int(i) for i in subset) for subset in line["subsets"]),
-                lm_scores=tuple(float(s) for s in line["lm_scores"]),
-            )
-        except KeyError as exc:
-            raise FeedbackError(f"{where} lacks the field {exc.args[0]!r}. Rewrite the file with "
-                                "training.score_sets.") from None
-        except (TypeError, ValueError) as exc:
-            raise FeedbackError(f"{where} holds a value of the wrong type ({exc}).") from None
+        record = parse_line(lambda: cls(
+            query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
+            candidates=tuple(str(c) for c in line["candidates"]),
+            retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
+            subsets=tuple(tuple(int(i) for i in subset) for subset in line["subsets"]),
+            lm_scores=tuple(float(s) for s in line["lm_scores"]),
+        ), where, "training.score_sets")
         problem = record._problem()
         if problem:
             raise FeedbackError(f"{where}: query {record.query_id!r} {problem}.")
         return record
 
     def _problem(self) -> str:
-        if not isinstance(self.answer, str) or not self.answer.strip():
-            return "has no answer; feedback needs the answer the LM was scored on"
         if len(self.candidates) != len(self.retriever_scores):
             return (f"has {len(self.candidates)} candidates but {len(self.retriever_scores)} "
                     "retriever scores")
