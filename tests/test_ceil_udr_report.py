@@ -47,23 +47,25 @@ def test_table_tests_ceil_against_base_and_epr_and_udr_on_unseen_suites(tmp_path
     _grid(tmp_path, {("trec", "base", "similarity"): base, ("trec", "base", "dpp"): base,
                      ("trec", NAMES["epr"], "similarity"): better, ("trec", NAMES["epr"], "dpp"): base,
                      ("trec", NAMES["ceil"], "dpp"): better, ("trec", NAMES["udr"], "similarity"): better,
-                     ("subj", "base", "similarity"): better, ("subj", NAMES["udr"], "similarity"): base})
+                     ("subj", "base", "similarity"): better, ("subj", NAMES["udr"], "similarity"): base,
+                     ("trec", NAMES["ceil"], "knn-vote"): better})
 
     text = write_table(tmp_path, _summary(with_udr=True)).read_text()
 
     assert ("| trec | 0.500 ± 0.010 | 0.500 ± 0.010 | 0.750 ± 0.010 | 0.500 ± 0.010 | 0.750 ± 0.010 "
-            "| 0.750 ± 0.010 |") in text
+            "| 0.750 ± 0.010 | — |") in text
     # CEIL + DPP against base DPP and EPR + DPP: 10 fixed, none broken; against EPR + sim: level
     assert "| trec | +0.250 (p 0.002) | +0.250 (p 0.002) | +0.000 (p 1.000) | +0.250 (p 0.002) |" in text
     # sst2 trained UDR but has no cells yet: gaps, not zeros
-    assert "| sst2 | — | — | — | — | — | — |" in text
+    assert "| sst2 | — | — | — | — | — | — | — |" in text
     assert "| subj | 'Classify the sentence: ' | 0.750 ± 0.010 | 0.500 ± 0.010 | -0.250 (p 0.002) | 2 of 40 |" in text
     assert "| trec | 2.000 → 1.000 | 2.000 → 1.000 | 10 | 5 | 20 | 7 | 3 |" in text
     assert "--n-test 40" in text
+    assert "| trec | — | — | 0.750 | — |" in text  # kNN vote: only CEIL's was run
 
 
 def test_table_without_udr_has_no_unseen_section(tmp_path):
     _grid(tmp_path, {("trec", "base", "dpp"): [True, False] * 20})
     text = write_table(tmp_path, _summary(with_udr=False)).read_text()
     assert "never saw" not in text and "| sst2 |" not in text
-    assert "| trec | — | 0.500 ± 0.010 | — | — | — | — |" in text
+    assert "| trec | — | 0.500 ± 0.010 | — | — | — | — | — |" in text

@@ -306,6 +306,8 @@ def score_candidates(
         "shared_prefix_ends_with": query_head(template),
     }
     out = FeedbackFile(out_path, settings, resume=resume)
+    if all(query.id in out.done for query in queries):
+        return out.path  # finished before: nothing to index, retrieve or load
     rows_of, scores_of = _retrieve(queries, corpus, retriever, n_candidates)
 
     def score(chunk, rows, scores, lm, advance):
@@ -321,7 +323,7 @@ def prepare_scoring(corpus: Corpus, queries: Any, template: str | Template, retr
                     ) -> tuple[Template, list[Example], Any, str]:
     """The checks and set-up every feedback writer shares: positive ``counts``, a known
     dtype, a template that fits the corpus, the queries as Examples, the retriever
-    indexed on ``corpus``, and how the file's header names that retriever."""
+    (indexed by ``_retrieve`` when there is work), and how the file's header names it."""
     from retrievers import make_retriever
     from ricl.models import check_dtype
 
@@ -338,8 +340,6 @@ def prepare_scoring(corpus: Corpus, queries: Any, template: str | Template, retr
     template.check_fields(set(corpus.input_names) | {"input", "output", corpus.output_name})
     queries = list(_as_queries(queries, corpus))
     spec, retriever = retriever, make_retriever(retriever)
-    if getattr(retriever, "corpus", None) is not corpus:
-        retriever.index(corpus)
     return template, queries, retriever, _describe_retriever(spec, retriever)
 
 
@@ -388,7 +388,10 @@ def score_in_chunks(out: FeedbackFile, queries: list[Example], rows_of: list[lis
 
 def _retrieve(queries: list[Example], corpus: Corpus, retriever: Any,
               n_candidates: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Corpus rows and retriever scores of every query's candidates, best first, never the query."""
+    """Corpus rows and retriever scores of every query's candidates, best first, never the
+    query; the retriever is indexed on ``corpus`` first unless it already is."""
+    if getattr(retriever, "corpus", None) is not corpus:
+        retriever.index(corpus)
     found = retriever.search([q.text for q in queries], n_candidates + 1, exclude_self=True)
     rows_of, scores_of = [], []
     for query, rows, scores in zip(queries, found.rows, found.scores):

@@ -178,6 +178,8 @@ def score_sets(
         "shared_prefix_ends_with": query_head(template),
     }
     out = FeedbackFile(out_path, settings, resume=resume, kind=SETS)
+    if all(query.id in out.done for query in queries):
+        return out.path  # finished before: nothing to index, retrieve or load
     rows_of, scores_of = _retrieve(queries, corpus, retriever, n_candidates)
     short = [q.id for q, rows in zip(queries, rows_of) if len(rows) < n_candidates]
     if short:

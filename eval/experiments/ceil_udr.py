@@ -21,7 +21,8 @@ models, and the EPR rows here are its "contrastive (EPR)" column.
 3. CEIL: ``train_retriever(loss="ceil")`` from the EPR model, ``--ceil-epochs`` epochs,
    at the DPP selector's default relevance scale (0.1), so that ``selector="dpp"``
    uses the kernel it was trained for;
-4. evaluate: base + DPP, base + similarity, EPR + similarity, EPR + DPP, CEIL + DPP.
+4. evaluate: base + DPP, base + similarity, EPR + similarity, EPR + DPP, CEIL + DPP,
+   and, to tell the trained encoder from the DPP's diversity, CEIL + similarity.
 
 ``udr``:
 
@@ -45,13 +46,16 @@ command to continue. Feedback and models go under ``$RICL_HOME/experiments``; th
 grid (rows, per-item predictions), ``ceil_udr.json`` (cards, wall times) and
 ``ceil_udr.md`` (the table) go to ``--out``.
 
-Sizing, from the pilot's throughput on 2 shared CPU cores (see the README): set scoring
-costs about ``queries * subsets * (k + 1) * demo tokens`` LM tokens, so the defaults
-(1,000 queries, 8 subsets of 4 from the top 16) are about 0.8 M tokens on TREC and
-SST-2 and 2.4 M on AG News, one to three hours for the three; CEIL training runs 17
-texts per query through the encoder. UDR's cost is mostly scoring: round 1 adds CSQA,
-ARC-Easy and BoolQ (BoolQ demos are ~160 tokens), round 2 re-scores 500 queries per
-suite; then two trainings on the pooled feedback.
+Sizing, from the pilot (TREC, 2 CPU cores shared with other jobs, bfloat16): set
+scoring ran at ~1.4 prompts/s with k=4, and a prompt costs about ``(k + 1) * demo
+tokens``. The defaults (1,000 queries x 8 subsets of 4 from the EPR top 16) are 8,000
+prompts per suite: about 1.5 hours on TREC and SST-2 (~19 tokens a demo) and three
+times that on AG News (~61); CEIL training runs 17 texts per query through the
+encoder (2 epochs: under an hour per suite). UDR's cost is mostly scoring: round 1
+adds CSQA, ARC-Easy and BoolQ (BoolQ demos are ~160 tokens) to the three suites' EPR
+feedback, round 2 re-scores 500 queries x 20 candidates per suite; then two trainings
+on the pooled feedback (6,000 and 3,000 queries). Plan on the better part of a day
+for both studies on 2 cores; each step resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -105,9 +109,9 @@ def run_ceil_suite(name: str, args: argparse.Namespace, out_dir: Path, lm) -> di
                             shared, progress)
     tag = ceil_tag(args)
     clock = _WallClock(_work_dir() / name / f"wall-seconds-{tag}.json")
-    with clock("score sets"):
+    with clock("score sets"):  # the file is named by what its scores depend on, not by training's
         sets = score_sets(corpus, list(corpus)[:args.set_queries], suite.template,
-                          _work_dir() / name / f"sets-{tag}.jsonl", retriever=str(epr),
+                          _work_dir() / name / f"sets-{sets_tag(args)}.jsonl", retriever=str(epr),
                           n_candidates=args.n, k=args.k, n_subsets=args.subsets, seed=args.seed,
                           lm=lm, progress=progress)
     with clock("train ceil"):
@@ -119,9 +123,10 @@ def run_ceil_suite(name: str, args: argparse.Namespace, out_dir: Path, lm) -> di
         run_grid([suite], {"base": "dense", names["epr"]: str(epr), names["ceil"]: str(ceil)},
                  ["dpp"], [K], 1, args.n_test, out_dir, lm=lm, progress=progress,
                  pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
-        run_grid([suite], {"base": "dense", names["epr"]: str(epr)}, ["similarity"], [K], 1,
-                 args.n_test, out_dir, lm=lm, progress=progress, pool_size=POOL_SIZE,
-                 split_seed=SPLIT_SEED)
+        # CEIL + similarity is a diagnostic: the trained encoder without the DPP's diversity
+        run_grid([suite], {"base": "dense", names["epr"]: str(epr), names["ceil"]: str(ceil)},
+                 ["similarity"], [K], 1, args.n_test, out_dir, lm=lm, progress=progress,
+                 pool_size=POOL_SIZE, split_seed=SPLIT_SEED)
     shared_times = wall_clock(shared, name, args.queries, args.candidates).totals()
     return {"ceil_card": _card_summary(read_card(ceil)), "epr_card": _card_summary(read_card(epr)),
             "seconds": {"score epr": shared_times.get("score", 0.0),
@@ -129,10 +134,15 @@ def run_ceil_suite(name: str, args: argparse.Namespace, out_dir: Path, lm) -> di
                         **clock.totals()}}
 
 
-def ceil_tag(args: argparse.Namespace) -> str:
-    """The CEIL settings in a file-name stem: a change of settings gets new files."""
+def sets_tag(args: argparse.Namespace) -> str:
+    """The set-feedback settings in a file-name stem: other settings get another file."""
     return (f"q{args.queries}-L{args.candidates}-s{args.set_queries}-n{args.n}-k{args.k}"
-            f"-m{args.subsets}-e{args.ceil_epochs}-seed{args.seed}")
+            f"-m{args.subsets}-seed{args.seed}")
+
+
+def ceil_tag(args: argparse.Namespace) -> str:
+    """The CEIL settings (set feedback and training) in a file-name stem."""
+    return f"{sets_tag(args)}-e{args.ceil_epochs}"
 
 
 def _names(args: argparse.Namespace) -> dict[str, str]:
@@ -252,9 +262,11 @@ def write_table(out_dir: Path, summary: Mapping[str, Any]) -> Path:
             for r in read_jsonl(out_dir / "results.jsonl")
             if r.get("k") == K and r.get("n_test") == settings["n_test"]}
 
-    def cell(suite, retriever, selector):
+    def cell(suite, retriever, selector, stderr=True):
         row = rows.get((suite, retriever, selector))
-        return "—" if row is None else f"{row['value']:.3f} ± {row['stderr']:.3f}"
+        if row is None:
+            return "—"
+        return f"{row['value']:.3f} ± {row['stderr']:.3f}" if stderr else f"{row['value']:.3f}"
 
     def p(suite, a, b):
         row_a, row_b = rows.get((suite, *a)), rows.get((suite, *b))
@@ -266,16 +278,24 @@ def write_table(out_dir: Path, summary: Mapping[str, Any]) -> Path:
     base_sim, base_dpp = ("base", "similarity"), ("base", "dpp")
     epr_sim, epr_dpp = (names["epr"], "similarity"), (names["epr"], "dpp")
     ceil_dpp, udr_sim = (names["ceil"], "dpp"), (names["udr"], "similarity")
+    ceil_sim = (names["ceil"], "similarity")
     ceil, udr = summary.get("ceil", {}), summary.get("udr")
     trained_on = list(dict.fromkeys([*ceil, *(settings.get("train_suites") if udr else [])]))
     lines = [f"# CEIL and UDR against EPR (k={K}, {settings['n_test']} test items)", "",
              _settings_line(settings, bool(ceil), bool(udr)), "",
              "Accuracy ± standard error. DPP: greedy MAP over the top 50 at relevance scale 0.1.", "",
              "| suite | base + similarity | base + DPP | EPR + similarity | EPR + DPP | CEIL + DPP "
-             "| UDR + similarity |", "|---|---|---|---|---|---|---|"]
+             "| UDR + similarity | CEIL + similarity (diagnostic) |", "|---|---|---|---|---|---|---|---|"]
     for suite in trained_on:
         lines.append(f"| {suite} | " + " | ".join(cell(suite, *c) for c in (
-            base_sim, base_dpp, epr_sim, epr_dpp, ceil_dpp, udr_sim)) + " |")
+            base_sim, base_dpp, epr_sim, epr_dpp, ceil_dpp, udr_sim, ceil_sim)) + " |")
+    lines += ["", "kNN vote of each encoder (the majority label of its 8 most similar demos, no "
+              "LM): how well it finds demonstrations of the query's label.", "",
+              "| suite | base | EPR | CEIL | UDR |", "|---|---|---|---|---|"]
+    for suite in trained_on:
+        lines.append(f"| {suite} | " + " | ".join(
+            cell(suite, name, "knn-vote", stderr=False)
+            for name in ("base", names["epr"], names["ceil"], names["udr"])) + " |")
     lines += ["", "Differences and exact McNemar tests on the same test items:", "",
               "| suite | CEIL + DPP − base + DPP | CEIL + DPP − EPR + DPP | CEIL + DPP − EPR + "
               "similarity | UDR − base + similarity | UDR − EPR + similarity |",
