@@ -42,14 +42,28 @@ _QUERY_CHUNK = 256
 class DenseRetriever(RetrieverBase):
     """Bi-encoder retrieval. ``model``: None (the packaged MiniLM), a local
     sentence-transformers directory (e.g. one trained by ``training``), or a
-    loaded ``SentenceTransformer``."""
+    loaded ``SentenceTransformer``.
+
+    Queries may carry an instruction, through sentence-transformers' own prompts:
+    ``query_prompt_name`` names one of the model's saved ``prompts`` (a multi-task
+    retriever trained by ``training.train_multitask`` saves one per training task),
+    ``query_prompt`` gives the text itself (a task it never saw; ``""`` for none).
+    With neither, the model's ``"query"`` prompt applies if it has one; a model that
+    saved task prompts but no ``"query"`` one refuses to guess which task this is.
+    Demonstrations are always encoded without a prompt.
+    """
 
     kind = "dense"
 
     def __init__(self, model: Any = None, backend: str = "exact", batch_size: int = 64,
                  show_progress: bool | None = None, server: str | None = None,
-                 device: Any = "auto"):
+                 device: Any = "auto", query_prompt_name: str | None = None,
+                 query_prompt: str | None = None):
         super().__init__()
+        if query_prompt_name is not None and query_prompt is not None:
+            raise ConfigError("Give a query prompt by name (query_prompt_name) or as text "
+                              "(query_prompt), not both.")
+        self.query_prompt_name, self.query_prompt = query_prompt_name, query_prompt
         from ricl.devices import resolve_device
 
         self.device = resolve_device(device)  # the embedder's; vectors come back as numpy
@@ -85,6 +99,36 @@ class DenseRetriever(RetrieverBase):
                                       normalize_embeddings=True, convert_to_numpy=True,
                                       show_progress_bar=progress)
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of queries, each with the query instruction before it (if any)."""
+        vectors = self.encoder.encode(list(texts), prompt=self.query_instruction(),
+                                      batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def query_instruction(self) -> str | None:
+        """The text put before every query (see the class docstring); None: the model's
+        own default, sentence-transformers' ``default_prompt_name`` if it has one."""
+        if self.query_prompt is not None:
+            return self.query_prompt
+        prompts = dict(getattr(self.encoder, "prompts", None) or {})
+        if self.query_prompt_name is not None:
+            if self.query_prompt_name not in prompts:
+                raise ConfigError(f"query_prompt_name={self.query_prompt_name!r}: the model "
+                                  f"{self.model_spec} has the prompts {sorted(prompts) or 'none'}. "
+                                  "Name one of them, or give the text as query_prompt.")
+            return prompts[self.query_prompt_name]
+        if prompts.get("query"):  # sentence-transformers gives every model "query": "" otherwise
+            return prompts["query"]
+        tasks = sorted(name for name, text in prompts.items() if text and name != "document")
+        if tasks:
+            raise ConfigError(
+                f"The model {self.model_spec} was trained with task instructions ({', '.join(tasks)}); "
+                "say which applies to this corpus: DenseRetriever(model, query_prompt_name=NAME) "
+                "(PromptBuilder: retriever_options={'query_prompt_name': NAME}), or an instruction "
+                "of your own for a new task with query_prompt='...' ('' for none).")
+        return None
 
     def token_embeddings(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Unit-normalised contextual token vectors per text, without [CLS]/[SEP].
@@ -187,7 +231,7 @@ class DenseRetriever(RetrieverBase):
     # -- search -------------------------------------------------------------------------------
     def _top(self, queries: list[str], fetch: int, query_vectors: np.ndarray | None = None):
         if query_vectors is None:
-            query_vectors = self.encode(queries)
+            query_vectors = self.encode_queries(queries)
         if self._store is not None:
             return self._rows_of(*self._store.query(query_vectors, fetch))
         return self._search_exact(query_vectors, fetch)
@@ -207,7 +251,7 @@ class DenseRetriever(RetrieverBase):
         return rows, scores
 
     def score_rows(self, queries: Sequence[str], rows: Sequence[np.ndarray]) -> list[np.ndarray]:
-        query_vectors = self.encode(list(queries))
+        query_vectors = self.encode_queries(list(queries))
         with self._rw.read():
             self._require_index()
             return [self.embeddings[np.asarray(r, dtype=np.int64)] @ q
@@ -247,7 +291,9 @@ class DenseRetriever(RetrieverBase):
                     self._store.copy_to(tmp / "chroma")
                 self._write_card(tmp, {"model": model, "backend": self.backend,
                                        "dim": int(self.embeddings.shape[1]),
-                                       "server": self.server.url if self.server else None})
+                                       "server": self.server.url if self.server else None,
+                                       "query_prompt_name": self.query_prompt_name,
+                                       "query_prompt": self.query_prompt})
                 if self.backend == "chroma" and self._store.location == target:
                     # Re-saving where it was loaded from: Chroma caches one handle per path,
                     # so release it before the swap, or reopening would see the old files.
@@ -286,7 +332,9 @@ class DenseRetriever(RetrieverBase):
         model = card["model"]
         if model == "model":
             model = str(path / "model")
-        retriever = cls(model=model, backend=card["backend"], server=card.get("server"))
+        retriever = cls(model=model, backend=card["backend"], server=card.get("server"),
+                        query_prompt_name=card.get("query_prompt_name"),
+                        query_prompt=card.get("query_prompt"))
         # Behind Chroma the vectors are read only for the few candidates a diversity
         # selector compares, so read those rows from the file instead of holding a
         # second copy in memory (save() does the same).
