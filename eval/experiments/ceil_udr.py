@@ -71,7 +71,7 @@ from typing import Any
 
 from eval.experiments.trained import (K, POOL_SIZE, SPLIT_SEED, _p, _WallClock, paired_test,
                                       scored_feedback, trained_retriever, wall_clock)
-from eval.experiments.trained import _work_dir as _trained_work_dir
+from eval.experiments.trained import work_dir as _trained_work_dir
 
 log = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ def run_transfer(name: str, lms: dict, out_dir: Path, n_queries: int = N_QUERIES
                  progress: bool = True) -> list[dict]:
     """Base embedder vs EPR trained on each model's feedback, all evaluated with Gemma."""
     from eval.experiments.trained import N_TEST, POOL_SIZE, SPLIT_SEED, K
-    from eval.experiments.trained import _work_dir as smollm2_work
+    from eval.experiments.trained import work_dir as smollm2_work
     from eval.grid import run_grid
     from eval.suites import load_suite
     from ricl.models import ricl_home

@@ -78,21 +78,21 @@ def label_copying(run_dir: Path, row: dict, pool_labels: dict[str, str]) -> dict
     """How often the LM's answer is the demos' majority label, and the label of the
     demo nearest the query (the last one under similar-last), against how often those
     labels are right."""
-    from collections import Counter
+    from types import SimpleNamespace
 
+    from eval.metrics import knn_vote
     from ricl.jsonl_store import read_jsonl
 
     copies_vote = copies_last = vote_right = last_right = n = 0
     for p in read_jsonl(run_dir / row["predictions"]):
-        labels = [pool_labels[i] for i in p.get("demo_ids") or ()]
-        if not labels:
+        ids = p.get("demo_ids") or ()
+        if not ids:
             continue
-        counts = Counter(labels)
-        top = max(counts.values())
-        # ties go to the most similar demo (highest score), as eval.metrics.knn_vote does
-        by_score = [lab for _, lab in sorted(zip(p["demo_scores"], labels), reverse=True)]
-        vote = next(lab for lab in by_score if counts[lab] == top)
-        nearest = by_score[0]
+        # demo_ids are in prompt order, the nearest last: rank 0 is the last one
+        demos = [SimpleNamespace(output=pool_labels[i], score=score, rank=len(ids) - 1 - pos)
+                 for pos, (i, score) in enumerate(zip(ids, p["demo_scores"]))]
+        vote = knn_vote(demos)
+        nearest = min(demos, key=lambda d: (-d.score, d.rank)).output
         n += 1
         copies_vote += p["prediction"] == vote
         copies_last += p["prediction"] == nearest

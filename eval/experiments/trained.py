@@ -42,7 +42,7 @@ N_TEST, POOL_SIZE, SPLIT_SEED, K = 200, 5000, 0, 8
 DTYPE = "bfloat16"
 
 
-def _work_dir() -> Path:
+def work_dir() -> Path:
     from ricl.models import ricl_home
 
     return ricl_home() / "experiments" / "trained"
@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     from ricl.lm import TransformersLM
 
     lm = TransformersLM(dtype=DTYPE)
-    out_dir, work = Path(args.out), _work_dir()
+    out_dir, work = Path(args.out), work_dir()
     results = []
     for name in args.suite:  # the summary is rewritten after each suite
         second = args.second_round if name in (args.second_round_suites or args.suite) else ()
