@@ -109,7 +109,8 @@ def _bias(counts: dict[str, int]) -> float:
 
 
 def write_summary(out: Path, headline: Path, suites: Sequence[str],
-                  transfer_suites: Sequence[str], n_queries: int = 1000) -> Path:
+                  transfer_suites: Sequence[str], n_queries: int = 1000,
+                  order_suites: Sequence[str] = ()) -> Path:
     from eval.suites import load_suite
     from ricl.io import publish_files, staging_dir
 
@@ -125,7 +126,7 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
                           f"rows for both models yet; run the grid first (without --summary-only).")
     suites = complete
     data: dict[str, Any] = {"suites": suites, "kendall": {}, "findings": {}, "copying": {},
-                            "bias": {}, "transfer": {}}
+                            "bias": {}, "transfer": {}, "order": {}}
     lines = ["# What holds across models: SmolLM2-135M-Instruct and Gemma 3 270M", "",
              "The headline rows (k = 8, 200 test items, pool 5,000, split seed 0, bfloat16) "
              "with each LM; the retrievers, selectors and demonstrations are the same, only "
@@ -225,6 +226,7 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
                          + " ".join(f"{k} {v}" for k, v in z.items()) + f" | {_bias(z):.2f} | "
                          + " ".join(f"{k} {v}" for k, v in s.items()) + f" | {_bias(s):.2f} |")
 
+    lines += _order_section(out, order_suites, data)
     lines += _transfer_section(out, transfer_suites, data, n_queries)
     with staging_dir(out) as staging:
         plot = _plot(entries, suites, staging / "models.png")
@@ -234,6 +236,42 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
         publish_files(out, {name: staging / name
                             for name in ("crossmodel.md", "crossmodel.json", plot)})
     return out / "crossmodel.md"
+
+
+def _order_section(out: Path, order_suites: Sequence[str], data: dict) -> list[str]:
+    """Accuracy of the same k = 8 demos in each order, per model, against similar-last."""
+    from eval.experiments.crossmodel import ORDERS
+    from ricl.jsonl_store import read_jsonl
+
+    rows = {}
+    for model in MODELS:
+        results = out / "order" / model / "results.jsonl"
+        for r in read_jsonl(results) if results.exists() else ():
+            rows[(model, r["suite"], r.get("order", ORDERS[0]))] = r
+    suites = [s for s in order_suites
+              if all((m, s, o) in rows for m in MODELS for o in ORDERS)]
+    if not suites:
+        return []
+    lines = ["", "## Does demo order matter alike? (dense similarity, k = 8)", "",
+             "The same 8 demonstrations per item, placed with the most similar last (next to "
+             "the query, ricl's default), first, or in a random order. Change: accuracy "
+             "points against similar-last; p: exact McNemar test on the same 200 items.", "",
+             "| suite | model | " + " | ".join(ORDERS) + " | " + " | ".join(
+                 f"{o}: change (p)" for o in ORDERS[1:]) + " |",
+             "|---|---|" + "---|" * (2 * len(ORDERS) - 1)]
+    for suite in suites:
+        for model in MODELS:
+            run_dir = out / "order" / model
+            base = rows[(model, suite, ORDERS[0])]
+            found = {o: rows[(model, suite, o)]["value"] for o in ORDERS}
+            tests = {o: _mcnemar(run_dir, base, rows[(model, suite, o)]) for o in ORDERS[1:]}
+            data["order"].setdefault(suite, {})[model] = {
+                "accuracy": found, "p": {o: t.p_value for o, t in tests.items()}}
+            lines.append(f"| {suite} | {TITLES[model]} | "
+                         + " | ".join(f"{found[o]:.3f}" for o in ORDERS) + " | "
+                         + " | ".join(f"{100 * (found[o] - found[ORDERS[0]]):+.1f} "
+                                      f"({_p(tests[o].p_value)})" for o in ORDERS[1:]) + " |")
+    return lines
 
 
 def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
