@@ -97,10 +97,14 @@ def test_order_section_tests_each_order_against_similar_last_per_model(tmp_path)
             path = f"{order}.jsonl"
             (run / path).write_text("".join(json.dumps({"id": i, "correct": c}) + "\n"
                                             for i, c in enumerate(correct[order])))
-            row = {"suite": "trec", "value": sum(correct[order]) / n, "predictions": path}
+            row = {"suite": "trec", "selector": "similarity", "value": sum(correct[order]) / n,
+                   "predictions": path}
             if order != "similar-last":  # rows from before the order key read as the default
                 row["order"] = order
             lines.append(json.dumps(row) + "\n")
+        # the same run's LM-free kNN vote (written in the default order) is not a row here
+        lines.append(json.dumps({"suite": "trec", "selector": "knn-vote", "value": 0.1,
+                                 "predictions": "similar-last.jsonl"}) + "\n")
         (run / "results.jsonl").write_text("".join(lines))
     data = {"order": {}}
     text = "\n".join(_order_section(tmp_path, ["trec", "sst2"], data))

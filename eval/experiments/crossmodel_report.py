@@ -109,7 +109,7 @@ def _bias(counts: dict[str, int]) -> float:
 
 
 def write_summary(out: Path, headline: Path, suites: Sequence[str],
-                  transfer_suites: Sequence[str], n_queries: int = 1000,
+                  transfer_suites: Sequence[str], n_queries: int = 300,
                   order_suites: Sequence[str] = ()) -> Path:
     from eval.suites import load_suite
     from ricl.io import publish_files, staging_dir
@@ -247,7 +247,8 @@ def _order_section(out: Path, order_suites: Sequence[str], data: dict) -> list[s
     for model in MODELS:
         results = out / "order" / model / "results.jsonl"
         for r in read_jsonl(results) if results.exists() else ():
-            rows[(model, r["suite"], r.get("order", ORDERS[0]))] = r
+            if r["selector"] == "similarity":  # not the LM-free kNN vote of the same demos
+                rows[(model, r["suite"], r.get("order", ORDERS[0]))] = r
     suites = [s for s in order_suites
               if all((m, s, o) in rows for m in MODELS for o in ORDERS)]
     if not suites:
@@ -283,14 +284,18 @@ def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
         return []
     rows = {(r["suite"], r["retriever"]): r for r in read_jsonl(results)
             if r["method"].endswith("similarity")}
+    votes = {(r["suite"], r["retriever"]): r["value"] for r in read_jsonl(results)
+             if r["method"].endswith("knn-vote")}
     lines = ["", "## Does a retriever trained on one LM's feedback help another?", "",
              "EPR (contrastive) retrievers trained as in `eval.experiments.trained` "
              f"({n_queries:,} pool queries, 20 BM25 candidates scored by the LM in bfloat16, "
              "one epoch from MiniLM-L6), "
              "on SmolLM2's feedback and on Gemma's own, both used with Gemma (dense "
-             "similarity, k = 8). p: exact McNemar test on the same 200 test items.", "",
+             "similarity, k = 8). p: exact McNemar test on the same 200 test items. kNN "
+             "vote: the majority label of each retriever's 8 demos, no LM.", "",
              "| suite | base | EPR on SmolLM2's feedback | p vs base | EPR on Gemma's feedback "
-             "| p vs base | p own vs transferred |", "|---|---|---|---|---|---|---|"]
+             "| p vs base | p own vs transferred | kNN vote: base / SmolLM2's / Gemma's |",
+             "|---|---|---|---|---|---|---|---|"]
     for suite in transfer_suites:
         try:
             base, smol, own = (rows[(suite, name)] for name in
@@ -300,12 +305,15 @@ def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
         run_dir = out / "transfer"
         tests = [_mcnemar(run_dir, base, smol), _mcnemar(run_dir, base, own),
                  _mcnemar(run_dir, smol, own)]
+        vote = [votes.get((suite, name)) for name in ("base", "epr-smollm2-135m",
+                                                       f"epr-{NEW_MODEL}")]
         data["transfer"][suite] = {"base": base["value"], "epr-smollm2": smol["value"],
                                    "epr-gemma": own["value"],
-                                   "p": [t.p_value for t in tests]}
+                                   "p": [t.p_value for t in tests], "knn_vote": vote}
         lines.append(f"| {suite} | {base['value']:.3f} | {smol['value']:.3f} | "
                      f"{_p(tests[0].p_value)} | {own['value']:.3f} | {_p(tests[1].p_value)} | "
-                     f"{_p(tests[2].p_value)} |")
+                     f"{_p(tests[2].p_value)} | "
+                     + " / ".join("–" if v is None else f"{v:.3f}" for v in vote) + " |")
     return lines
 
 
