@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -43,16 +42,6 @@ def build_prompts(n_prompts: int, k: int) -> tuple[list[str], list[str]]:
     builder = ricl.PromptBuilder(suite.corpus(), retriever="dense", k=k, template=suite.template)
     queries = [{name: r[name] for name in suite.input_fields} for r in suite.test]
     return [p.text for p in builder.build_many(queries)], [" " + label for label in suite.labels]
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def timed(fn):
@@ -75,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import ricl
+    from eval.benchmarks.updates import cpu_model
     from ricl.server_lm.vllm import VLLMServer
 
     prompts, choices = build_prompts(args.prompts, args.k)
@@ -107,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     echo_off = next(n / seconds for name, caching, _, seconds, _, n in rows
                     if name == "vLLM echo" and caching == "off")
     lines = [f"{len(prompts)} of {args.prompts} TREC {args.k}-shot prompts x {len(choices)} labels; "
-             f"{_cpu()}, {os.cpu_count()} cores, load average at the end "
+             f"{cpu_model()}, {os.cpu_count()} cores, load average at the end "
              f"{os.getloadavg()[0]:.1f}; float32; ratios are of prompts/s.", "",
              "| scorer | prefix caching | prompts | wall s | prompts/s | vs in-process "
              "| vs echo, caching off | max abs diff | same argmax |",
