@@ -16,8 +16,8 @@ from ricl.formats import ChatFormat, TextFormat, check_format
 from ricl.documents import score_documents
 from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
-from ricl.prefix_sharing import (SIMILAR_LAST, PrefixSharing, check_similar_last, demo_counts,
-                                 prefix_sharing, shared_first_positions)
+from ricl.prefix_sharing import (SIMILAR_LAST, PrefixSharing, check_similar_last, prefix_sharing,
+                                 shared_first_positions, shared_heads)
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
 from ricl.retrieval import SelfExclusion, trim
@@ -179,17 +179,29 @@ class PromptBuilder:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="prompts", unit="chunk")
-        chosen = sharing = None
-        if share_prefixes:  # the whole batch's demos first: their counts decide every order
+        chosen = heads = None
+        if share_prefixes:  # the whole batch's demos first: they decide every prompt's order
             chosen = self._choose([f["input"] for f in fields])
-            sharing = (demo_counts(s.rows for s in chosen[0]), similar_last)
+            heads = self._shared_heads(fields, *chosen, similar_last)
         prompts: list[Prompt] = []
         for start in chunks:
             end = start + _CHUNK
             docs = None if documents is None else documents[start:end]
             part = None if chosen is None else (chosen[0][start:end], chosen[1][start:end])
+            sharing = None if heads is None else (heads[start:end], similar_last)
             prompts.extend(self._build_chunk(fields[start:end], docs, part, sharing))
         return prompts
+
+    def _shared_heads(self, fields: list[dict[str, str]], selections: list[Selection],
+                      scores: list[list[float | None]], similar_last: int) -> list[list[int]]:
+        """Each prompt's opening demos under ``share_prefixes`` (``prefix_sharing.shared_heads``),
+        from the demos that do not keep the builder's order at the end."""
+        self._count_demo_tokens({row for s in selections for row in s.rows})
+        free = []
+        for f, selection, row_scores in zip(fields, selections, scores):
+            base = order_demos(row_scores, self.order, f["input"], self.seed)
+            free.append([selection.rows[i] for i in base[:max(len(base) - similar_last, 0)]])
+        return shared_heads(free, self._demo_tokens.__getitem__)
 
     def prefix_schedule(self, prompts: Sequence[Prompt | str]) -> PrefixSharing:
         """The order to run ``prompts`` in so that each follows the one it shares the
@@ -250,8 +262,9 @@ class PromptBuilder:
         self._count_demo_tokens({row for s in selections for row in s.rows})
         docs = (self._score_documents(texts, documents) if documents is not None
                 else [[] for _ in fields])
-        return [self._assemble(f, sel, sc, d, sharing) for f, sel, sc, d
-                in zip(fields, selections, scores, docs)]
+        heads = [None] * len(fields) if sharing is None else sharing[0]
+        return [self._assemble(f, sel, sc, d, None if head is None else (head, sharing[1]))
+                for f, sel, sc, d, head in zip(fields, selections, scores, docs, heads)]
 
     @property
     def chunker(self):
@@ -362,7 +375,7 @@ class PromptBuilder:
         notes = [selection.note] if selection.note else []
         while True:
             positions = order_demos([scores[i] for i in kept], self.order, fields["input"], self.seed)
-            if sharing is not None:  # (batch counts of each row, demos that keep the order at the end)
+            if sharing is not None:  # (this prompt's opening demos, demos that keep the order at the end)
                 base = positions
                 positions = shared_first_positions([rows[i] for i in kept], base, *sharing)
             placed = [kept[p] for p in positions]

@@ -7,12 +7,12 @@ demo that another query of a 200-query batch also uses, and the overlap grows wi
 batch. A causal LM computes the same keys and values for the same token prefix, so two
 prompts that begin with the same tokens need those tokens computed once. Three pieces:
 
-- ``shared_first_positions``: the order of one prompt's demos. Demos that other prompts
-  of the batch also use come first, in one canonical order for the whole batch (more
-  prompts first, ties by corpus row), as FP-growth orders each transaction by global
-  item frequency to make transactions share tree prefixes (Han, Pei and Yin 2000);
-  the rest follow in the builder's own order, and the last ``similar_last`` positions
-  always keep that order (by default the most similar demo nearest the query).
+- ``shared_heads`` / ``shared_first_positions``: the order of each prompt's demos. Demos
+  that other prompts of the batch also use come first, chosen as a greedy trie over the
+  batch (the demo that saves the most tokens opens the prompts that hold it, then the
+  same within each branch); the rest follow in the builder's own order, and the last
+  ``similar_last`` positions always keep that order (by default the most similar demo
+  nearest the query).
 - ``trie_order``: the batch sorted by token ids, the depth-first order of their trie, so
   that each prompt follows the earlier prompt it shares most with.
 - ``shared_prefix_tokens`` / ``PrefixSharing``: per prompt, in batch order, the longest
@@ -25,7 +25,7 @@ prompts that begin with the same tokens need those tokens computed once. Three p
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ricl.errors import ConfigError
@@ -42,27 +42,56 @@ def check_similar_last(similar_last: int) -> int:
     return similar_last
 
 
-def demo_counts(selections: Iterable[Sequence[int]]) -> Counter:
-    """How many prompts of the batch use each corpus row."""
-    return Counter(row for rows in selections for row in set(rows))
+def shared_heads(demos: Sequence[Collection[int]], tokens: Callable[[int], int]) -> list[list[int]]:
+    """For each prompt, the demos (corpus rows, out of ``demos[i]``) that open it, in order,
+    chosen so that the batch's prompts share long prefixes: a greedy trie.
+
+    Among prompts whose openings are equal so far, the demo that saves the most tokens if
+    it comes next, (prompts holding it - 1) x its ``tokens``, opens the next position of
+    every prompt that holds it (ties: the lower row); the others try the next best; a
+    demo that only one prompt of its branch holds opens nothing. It refines FP-growth's
+    order (Han, Pei and Yin 2000; every transaction sorted by one global item frequency,
+    so that transactions share tree prefixes) by counting within each branch.
+    """
+    heads: list[list[int]] = [[] for _ in demos]
+    left = [set(d) for d in demos]
+    stack = [(list(range(len(demos))), Counter(row for held in left for row in held))]
+    while stack:
+        group, counts = stack.pop()
+        best, gain = -1, 0
+        for row, count in counts.items():
+            saved = (count - 1) * tokens(row)
+            if count >= 2 and (saved > gain or (saved == gain and row < best)):
+                best, gain = row, saved
+        if best < 0:
+            continue
+        holding = [i for i in group if best in left[i]]
+        rest = [i for i in group if best not in left[i]]
+        others = counts.copy()
+        for i in holding:
+            others.subtract(left[i])
+            heads[i].append(best)
+            left[i].discard(best)
+        stack.append((rest, +others))
+        stack.append((holding, Counter(row for i in holding for row in left[i])))
+    return heads
 
 
-def shared_first_positions(rows: Sequence[int], base: Sequence[int], counts: Counter,
+def shared_first_positions(rows: Sequence[int], base: Sequence[int], head: Sequence[int],
                            similar_last: int) -> list[int]:
     """One prompt's demo positions (indices into ``rows``, first to last in the prompt).
 
     ``base`` is the builder's own order of the same demos (``placement.order_demos``);
-    its last ``similar_last`` positions stay last, in that order. Among the others, the
-    demos that at least two prompts of the batch use (``counts``) come first, in the
-    batch's canonical order (more prompts first, then lower corpus row), and the demos
-    only this prompt uses keep their ``base`` order after them.
+    its last ``similar_last`` positions stay last, in that order. The others that are in
+    ``head`` (the prompt's opening demos, from :func:`shared_heads`) come first, in that
+    order, and the rest keep their ``base`` order after them.
     """
     cut = max(len(base) - similar_last, 0)
     free, tail = list(base[:cut]), list(base[cut:])
-    shared = sorted((i for i in free if counts[rows[i]] >= 2),
-                    key=lambda i: (-counts[rows[i]], rows[i]))
-    chosen = set(shared)
-    return shared + [i for i in free if i not in chosen] + tail
+    rank = {row: r for r, row in enumerate(head)}
+    opening = sorted((i for i in free if rows[i] in rank), key=lambda i: rank[rows[i]])
+    chosen = set(opening)
+    return opening + [i for i in free if i not in chosen] + tail
 
 
 def trie_order(sequences: Sequence[Sequence[int]]) -> list[int]:

@@ -14,7 +14,8 @@ values stay small); the sum over prompts of the tokens not shared with an earlie
 prompt of the sorted batch is what it computes (``ricl.prefix_sharing``).
 
 This is the general form of the two-level reuse in ``training.prefix_cache`` (one
-prefix, then suffixes): both build their KV caches with :func:`cache_from_rows`.
+prefix per pair, then the pair's suffix), which runs its suffixes with
+:func:`run_after_cache` too.
 """
 
 from __future__ import annotations
