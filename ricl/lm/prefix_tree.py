@@ -75,6 +75,31 @@ def radix_tree(sequences: Sequence[Sequence[int]], order: Sequence[int]) -> tupl
     return root, last
 
 
+MIN_SAVED = 16
+"""A shared node that saves fewer tokens than this, (children - 1) x its length, is
+merged into its children: a few words that prompts happen to share are cheaper to
+recompute than to run as one more level."""
+
+
+def merge_small(root: _Node, min_saved: int = MIN_SAVED) -> None:
+    """Merge, top down, every shared node that saves fewer than ``min_saved`` tokens and
+    ends no sequence into its children (each child then starts where it started)."""
+    stack = list(root.children)
+    while stack:
+        node = stack.pop()
+        if not node.children:
+            continue
+        if not node.reads and (len(node.children) - 1) * (node.end - node.start) < min_saved:
+            siblings = node.parent.children
+            at = siblings.index(node)
+            siblings[at:at + 1] = node.children
+            for child in node.children:
+                child.start, child.parent = node.start, node.parent
+            stack += node.children
+        else:
+            stack += node.children
+
+
 def sliding_window(model: Any) -> int | None:
     """The attention window of a model with sliding-window layers (Gemma 3), else None."""
     config = model.config
@@ -177,7 +202,7 @@ def _groups(order: list[int], sequences: list[tuple[int, ...]], max_tokens: int)
 
 
 class _Run:
-    """One group's tree, computed level by level (see the module)."""
+    """One group's tree: its shared nodes level by level, then all its leaves (see the module)."""
 
     def __init__(self, model, sequences, targets, out, pad_id, batch_size, max_batch_tokens):
         self.model, self.sequences, self.targets, self.out = model, sequences, targets, out
@@ -185,27 +210,35 @@ class _Run:
         self.kv: dict[int, list[tuple[Any, Any]]] = {}  # id(node) -> keys/values of [0, end)
 
     def levels(self, root: _Node) -> None:
-        level = list(root.children)
+        """Shared nodes level by level (a node after its parent), then the leaves in one
+        pool, so that leaves of all depths batch by length as whole prompts would."""
+        merge_small(root)
+        level, leaves = [], []
+        for node in root.children:
+            (level if node.children else leaves).append(node)
         while level:
             for batch in self._batches(level):
                 self._run(batch)
-            for node in level:  # the parents' keys and values have served their children
-                if node.parent is not None:
-                    self.kv.pop(id(node.parent), None)
-            level = [child for node in level for child in node.children]
+            children = [child for node in level for child in node.children]
+            level = [child for child in children if child.children]
+            leaves += [child for child in children if not child.children]
+        for batch in self._batches(leaves):
+            self._run(batch)
         self.kv.clear()
 
-    def _batches(self, level: list[_Node]) -> list[list[_Node]]:
-        """Nodes by segment length, longest first, each batch bounded in computed
-        (padded) tokens and in tokens attended to (cache plus segment)."""
-        ordered = sorted(level, key=lambda n: (-(n.end - n.start), -n.start))
+    def _batches(self, nodes: list[_Node]) -> list[list[_Node]]:
+        """Nodes by segment length, longest first, those with a parent apart from those
+        without; each batch bounded in computed (padded) tokens and in tokens attended
+        to (cache plus segment)."""
+        ordered = sorted(nodes, key=lambda n: (n.start == 0, -(n.end - n.start), -n.start))
         batches: list[list[_Node]] = []
         current: list[_Node] = []
         span = width = 0
         for node in ordered:
             grown_span, grown_width = max(span, node.end - node.start), max(width, node.start)
             rows = len(current) + 1
-            if current and (rows > 4 * self.batch_size or rows * grown_span > self.max_batch_tokens
+            if current and ((node.start == 0) != (current[0].start == 0) or rows > 4 * self.batch_size
+                            or rows * grown_span > self.max_batch_tokens
                             or rows * (grown_width + grown_span) > self.max_batch_tokens):
                 batches.append(current)
                 current, grown_span, grown_width = [], node.end - node.start, node.start

@@ -28,7 +28,7 @@ from ricl.models import load_causal_lm
 from ricl.prefix_sharing import prefix_sharing
 
 SHARE_PREFIXES = ("auto", True, False)
-AUTO_SHARED = 0.05  # "auto" shares prefixes when they hold at least this fraction of a batch's tokens
+AUTO_SHARED = 0.25  # "auto" shares prefixes when they hold at least this fraction of a batch's tokens
 
 
 class TransformersLM:
@@ -57,9 +57,11 @@ class TransformersLM:
             many): ``True`` computes each shared prefix once (``ricl.lm.prefix_tree``)
             and reads every label from the prompts' last positions; ``False`` runs each
             prompt whole; ``"auto"`` (default) shares when shared prefixes hold at least
-            5% of the batch's prompt tokens. Both give the same scores (float32: within
-            1e-4, tests/test_prefix_sharing.py); with bfloat16 they differ by rounding,
-            as batches of different shapes do.
+            a quarter of the batch's prompt tokens: below that, the tree's extra passes
+            and padding cost about what sharing saves (``eval.benchmarks.prefix_sharing``).
+            Both give the same scores (float32: within 1e-4,
+            tests/test_prefix_sharing.py); with bfloat16 they differ by rounding, as
+            batches of different shapes do.
     """
 
     def __init__(
