@@ -7,10 +7,6 @@ tree computes each shared token once and scores labels like the plain path.
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-
 import numpy as np
 import pytest
 
@@ -165,40 +161,26 @@ def test_shared_prefix_label_scoring_equals_plain_scoring(local, builder, trec_q
         assert (got.argmax(1) == expected.argmax(1)).all()
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    """A completion endpoint that records the prompts it is sent and answers first-token
-    log-probs that name the prompt's length, so results can be matched to requests."""
+def test_the_server_client_sends_prompts_in_prefix_order_and_answers_in_the_callers(json_server):
+    seen = []
 
-    seen: list[str] = []
+    def answer(request):  # first-token log-probs that name the prompt's length
+        seen.append(request["prompt"])
+        top = {" a": -len(request["prompt"]) / 1000, " b": -5.0}
+        return {"choices": [{"text": " a", "logprobs": {"top_logprobs": [top], "tokens": [" a"],
+                                                        "token_logprobs": [top[" a"]]}}]}
 
-    def do_POST(self):  # noqa: N802 (http.server's name)
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append(body["prompt"])
-        top = {" a": -float(len(body["prompt"])) / 1000, " b": -5.0}
-        answer = {"choices": [{"text": " a", "logprobs": {"top_logprobs": [top], "tokens": [" a"],
-                                                          "token_logprobs": [top[" a"]]}}]}
-        data = json.dumps(answer).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+    lm = OpenAICompletionsLM(json_server(answer), model="m", scoring="first-token", max_concurrency=1)
+    prompts = ["B: x\n\nQ: 1", "A: y\n\nQ: 22", "B: x\n\nQ: 333", "A: y\n\nQ: 4444"]
+    scores = lm.score_choices(prompts, [" a", " b"])
+    assert seen == sorted(prompts)
+    assert np.allclose(scores[:, 0], [-len(p) / 1000 for p in prompts])
 
 
-def test_the_server_client_sends_prompts_in_prefix_order_and_answers_in_the_callers():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        lm = OpenAICompletionsLM(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m",
-                                 scoring="first-token", max_concurrency=1)
-        prompts = ["B: x\n\nQ: 1", "A: y\n\nQ: 22", "B: x\n\nQ: 333", "A: y\n\nQ: 4444"]
-        scores = lm.score_choices(prompts, [" a", " b"])
-        assert _Recorder.seen == sorted(prompts)
-        assert np.allclose(scores[:, 0], [-len(p) / 1000 for p in prompts])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+@pytest.mark.lm
+def test_a_predictor_that_shares_prefixes_answers_in_the_callers_order(local, builder, trec_queries):
+    queries = trec_queries[:6]
+    predictions = ricl.Predictor(builder, local, share_prefixes=True).predict(queries)
+    expected = builder.build_many(queries, share_prefixes=True)
+    assert [p.prompt.text for p in predictions] == [p.text for p in expected]
+    assert all(p.output in builder.labels for p in predictions)
