@@ -3,15 +3,18 @@
 The batch's sequences, sorted, form a radix tree: a node is a run of tokens that the
 same sequences hold at the same positions, so its keys and values are the same for
 all of them (a causal model's state at a position depends only on the tokens up to
-it). Nodes are computed level by level, a node after its parent: its tokens run
-against its parent's keys and values, gathered into a KV cache rather than
-recomputed, and its own keys and values are kept for its children. A level runs in
-batches of similar segment lengths, parents left-padded and segments right-padded,
-so that each row's valid keys stay contiguous; logits are computed only where a
-score is read. Every shared token is computed once per group of sequences (a
+it). A node runs after its parent: its tokens against its parent's keys and values,
+gathered into a KV cache rather than recomputed, parents left-padded and segments
+right-padded so that each row's valid keys stay contiguous; its own keys and values
+are kept for its children. Shared nodes run level by level; then all leaves (each
+prompt's own tail) run in one pool, sorted by length, so that they batch as whole
+prompts would. A shared node that saves fewer than ``MIN_SAVED`` tokens (a few words
+prompts happen to share) is merged into its children: one more level would cost more.
+Logits are computed only where a score is read. The tree is built per group (a
 contiguous run of the sorted batch, bounded in tokens so that the kept keys and
-values stay small); the sum over prompts of the tokens not shared with an earlier
-prompt of the sorted batch is what it computes (``ricl.prefix_sharing``).
+values stay small); what it computes is, up to those merges and group edges, the sum
+over prompts of the tokens not shared with an earlier prompt of the sorted batch
+(``ricl.prefix_sharing``).
 
 This is the general form of the two-level reuse in ``training.prefix_cache`` (one
 prefix per pair, then the pair's suffix), which runs its suffixes with
