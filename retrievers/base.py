@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 
+from ricl.changes import CorpusChange
 from ricl.data import Corpus
 from ricl.errors import ConfigError, IndexLoadError, IndexNotBuiltError, RiclError
+from ricl.locks import ReadWriteLock
 from ricl.retrieval import Candidates, SelfExclusion, check_n, check_queries, trim
 
 
@@ -19,13 +21,20 @@ RETRIEVER_KIND = "retriever"  # the kind in a saved retriever's ricl.io marker
 
 
 class RetrieverBase:
-    """Shared plumbing: the corpus, self-exclusion, and the on-disk card."""
+    """Shared plumbing: the corpus, self-exclusion, changes, and the on-disk card.
+
+    Each call (search, a change) sees one version of the index: searches share a
+    readers-writer lock that a change holds alone. A selector that calls back between
+    calls (``kernel`` after ``search``) sees one version only through a
+    ``PromptBuilder``, which holds it for a whole prompt.
+    """
 
     kind = "base"
 
     def __init__(self):
         self.corpus: Corpus | None = None
         self._self_rows: SelfExclusion | None = None
+        self._rw = ReadWriteLock()
 
     def _set_corpus(self, corpus: Corpus) -> None:
         if not isinstance(corpus, Corpus):
@@ -44,14 +53,61 @@ class RetrieverBase:
                **options: Any) -> Candidates:
         """Top-``n`` candidates per query, best first, never the query itself
         (unless ``exclude_self=False``)."""
-        corpus = self._require_index()
         queries, n = check_queries(queries), check_n(n)
-        excluded = self._exclusions(queries, exclude_self)
-        if not queries:
-            return self._candidates(queries, [], [], [], n)
-        fetch = self._fetch_size(n, excluded, len(corpus))
-        rows, scores = self._top(queries, fetch, **options)
-        return self._candidates(queries, rows, scores, excluded, n)
+        with self._rw.read():
+            corpus = self._require_index()
+            excluded = self._exclusions(queries, exclude_self)
+            if not queries:
+                return self._candidates(queries, [], [], [], n)
+            fetch = self._fetch_size(n, excluded, len(corpus))
+            rows, scores = self._top(queries, fetch, **options)
+            return self._candidates(queries, rows, scores, excluded, n)
+
+    # -- changes --------------------------------------------------------------------------
+    def add(self, records, *, id: str | None = "id") -> CorpusChange:
+        """Add examples (dicts with the corpus's fields, or ``ricl.Example``), validated
+        as ``Corpus.from_records`` validates them; an id already there is a
+        ``DuplicateIdError`` (use :meth:`update`). Searches afterwards equal those of an
+        index built from scratch on the new corpus."""
+        return self._change(lambda corpus: CorpusChange.add(corpus, records, id=id))
+
+    def update(self, records, *, id: str | None = "id") -> CorpusChange:
+        """Upsert by id: replace the examples with these ids in place, add the others."""
+        return self._change(lambda corpus: CorpusChange.update(corpus, records, id=id))
+
+    def remove(self, ids) -> CorpusChange:
+        """Remove the examples with these ids (an unknown id: ``UnknownIdError``)."""
+        return self._change(lambda corpus: CorpusChange.remove(corpus, ids))
+
+    def _change(self, make) -> CorpusChange:
+        with self._rw.write():
+            change = make(self._require_index())
+            self.apply(change)
+        return change
+
+    def stage(self, change: CorpusChange) -> Any:
+        """The slow part of applying ``change`` (encoding or tokenising its fresh
+        examples), which leaves the index as it is: a builder runs it while prompts are
+        still being built, and holds them back only for :meth:`apply`."""
+        return [change.new[int(row)].text for row in change.fresh]
+
+    def apply(self, change: CorpusChange, staged: Any = None) -> None:
+        """Follow ``change`` (made from this retriever's corpus) in place."""
+        with self._rw.write():
+            corpus = self._require_index()
+            if change.old is not corpus:
+                raise ConfigError("This change was made from another corpus than the one this "
+                                  f"{self.kind} retriever holds now (it changed since, or it was "
+                                  "never this one's); make it from retriever.corpus.")
+            if change.is_empty:
+                return
+            self._apply(change, self.stage(change) if staged is None else staged)
+            self.corpus = change.new
+            self._self_rows.apply(change)
+
+    def _apply(self, change: CorpusChange, staged: Any) -> None:
+        """Turn the index for ``change.old`` into the index for ``change.new``."""
+        raise NotImplementedError
 
     def _top(self, queries: list[str], fetch: int, **options: Any):
         """(rows, scores) per query: the best ``fetch`` corpus rows, best first."""

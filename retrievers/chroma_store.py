@@ -60,15 +60,31 @@ class ChromaStore:
     def __init__(self, location: Path | ServerAddress):
         self.location = location
         self.name = location.collection if isinstance(location, ServerAddress) else COLLECTION
+        self.is_staging = False  # a private temporary directory, not a saved index
         self._client = self._retry(self._connect, "a connection", reconnect=False)
         self._collection = None
+        if self.is_local:
+            # Chroma shares one system per path, counted by clients: a store dropped
+            # without close() would keep the files it opened cached for the process.
+            weakref.finalize(self, _close_quietly, self._client)
 
     @classmethod
-    def staging(cls) -> ChromaStore:
-        """An embedded store in a fresh temporary directory, removed with the store."""
+    def staging(cls, copy_of: Path | None = None) -> ChromaStore:
+        """An embedded store in a fresh temporary directory, removed with the store
+        (holding a copy of the store files at ``copy_of``, if given)."""
         path = Path(tempfile.mkdtemp(prefix="ricl-chroma-"))
+        if copy_of is not None:
+            shutil.copytree(copy_of, path, dirs_exist_ok=True)
         store = cls(path)
+        store.is_staging = True
         weakref.finalize(store, _remove_staging, store._client, path)
+        return store
+
+    def private_copy(self, expected: int) -> ChromaStore:
+        """A staging copy of this embedded store's files, opened (``expected`` vectors):
+        what a change to a saved index writes to, so the saved files stay as saved."""
+        store = ChromaStore.staging(copy_of=self.location)
+        store.open_existing(expected)
         return store
 
     @property
@@ -141,6 +157,24 @@ class ChromaStore:
 
         self._collection = self._retry(fill, "a write")
 
+    def upsert(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
+        """Write these vectors under these ids, replacing any that are there."""
+        def write():
+            batch = self._client.get_max_batch_size()
+            names = [str(int(i)) for i in ids]
+            for start in range(0, len(names), batch):
+                self._collection.upsert(ids=names[start:start + batch],
+                                        embeddings=embeddings[start:start + batch])
+
+        if len(ids):
+            self._retry(write, "a write")
+
+    def delete(self, ids: np.ndarray) -> None:
+        """Delete the vectors with these ids (ids not there are ignored, so a retry is safe)."""
+        if len(ids):
+            names = [str(int(i)) for i in ids]
+            self._retry(lambda: self._collection.delete(ids=names), "a write")
+
     def open_existing(self, expected: int) -> None:
         def get():
             return self._client.get_collection(self.name, embedding_function=None)
@@ -165,11 +199,15 @@ class ChromaStore:
         return rows, scores
 
 
-def _remove_staging(client, path: Path) -> None:
+def _close_quietly(client) -> None:
     try:
         client.close()
     except Exception:  # noqa: BLE001 - at interpreter exit Chroma may already be torn down
         pass
+
+
+def _remove_staging(client, path: Path) -> None:
+    _close_quietly(client)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -178,3 +216,54 @@ def _is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError, OSError)) or any(
         word in text for word in ("connect", "unreachable", "timed out", "timeout", "refused"))
 
+
+
+class LocalChromaServer:
+    """A Chroma server (``chroma run``) on loopback, for tests and benchmarks: started
+    with :meth:`start`, stopped with :meth:`stop`, its data under ``path``."""
+
+    def __init__(self, path: Path, port: int | None = None, command: Path | None = None):
+        import sys
+
+        self.path = Path(path)
+        self.port = port if port is not None else free_port()
+        self.command = command or Path(sys.executable).parent / "chroma"
+        self.process = None
+
+    @property
+    def url(self) -> str:
+        return f"chroma://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> LocalChromaServer:
+        import socket
+        import subprocess
+        import time
+
+        if not self.command.exists():
+            raise FileNotFoundError(f"{self.command} is not installed (it comes with chromadb).")
+        self.process = subprocess.Popen(
+            [str(self.command), "run", "--path", str(self.path), "--host", "127.0.0.1",
+             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return self
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the Chroma server did not start within {timeout:g} s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=20)
+            self.process = None
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from ricl.data import Corpus
+from ricl.changes import CorpusChange
+from ricl.data import Corpus, Example
 from ricl.errors import ConfigError, TemplateError
 from ricl.formats import ChatFormat, TextFormat, check_format
 from ricl.documents import score_documents
+from ricl.locks import ReadWriteLock
 from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
 from ricl.prefix_sharing import (SIMILAR_LAST, PrefixSharing, check_similar_last, prefix_sharing,
@@ -55,6 +57,11 @@ class PromptBuilder:
     tokenizer's chat template applied with the generation prompt, and the budget
     counts that text). ``device``: where a dense retriever's embedder runs ("auto":
     a GPU when torch sees one; "cpu", "cuda", "cuda:N").
+
+    The corpus can change in place: :meth:`add`, :meth:`update` (upsert by id) and
+    :meth:`remove` update the index without rebuilding it, and every prompt built after
+    one returns sees the new corpus. A builder may serve many threads while it changes:
+    each prompt is built from one version of the corpus, never a mix.
     """
 
     def __init__(self, corpus: Corpus, retriever: Any = "dense", selector: Any = "similarity",
@@ -92,8 +99,10 @@ class PromptBuilder:
         self.format = check_format(format)
         self._layout = None
         self._chunker = None
-        self._demo_tokens: dict[int, int] = {}
-        self._lock = threading.RLock()
+        self._demo_tokens: dict[str, int] = {}  # by example id
+        self._lock = threading.RLock()  # lazy set-up (layout, chunker, self-exclusion)
+        self._rw = ReadWriteLock()  # builds share it; a change holds it alone, briefly
+        self._writes = threading.RLock()  # one change (or indexing) at a time
         self._indexed = getattr(self.retriever, "corpus", None) is corpus
         if self._indexed and hasattr(self.selector, "prepare"):
             self.selector.prepare(self.retriever)
@@ -104,13 +113,63 @@ class PromptBuilder:
 
     def index(self) -> PromptBuilder:
         """Index the corpus now (otherwise it happens on the first build)."""
-        with self._lock:
+        if self._indexed:
+            return self
+        with self._writes, self._rw.write():
             if not self._indexed:
                 self.retriever.index(self.corpus)
                 if hasattr(self.selector, "prepare"):
                     self.selector.prepare(self.retriever)
                 self._indexed = True
         return self
+
+    # -- changing the corpus -----------------------------------------------------------------
+    def add(self, records: Sequence[Any], *, id: str | None = "id") -> CorpusChange:
+        """Add demonstrations: dicts with the corpus's fields (its input and output names;
+        ``id`` names the id field, and a record without one gets an id from its content),
+        or ``ricl.Example`` objects. They are validated as ``Corpus.from_records`` does;
+        an id the corpus already holds is a ``ricl.errors.DuplicateIdError`` (use
+        :meth:`update`). Returns the :class:`ricl.changes.CorpusChange` (its
+        ``added_ids``...). The index is updated, not rebuilt: prompts equal those of a
+        builder made on the new corpus."""
+        return self._change(CorpusChange.add, records, id=id)
+
+    def update(self, records: Sequence[Any], *, id: str | None = "id") -> CorpusChange:
+        """Upsert by id: each record whose id is in the corpus replaces that example in
+        place (say, a corrected label); a record with a new id is added."""
+        return self._change(CorpusChange.update, records, id=id)
+
+    def remove(self, ids: Sequence[str]) -> CorpusChange:
+        """Remove the examples with these ids; an id the corpus does not hold is a
+        ``ricl.errors.UnknownIdError`` and nothing is removed."""
+        return self._change(CorpusChange.remove, ids)
+
+    def _change(self, make, *args: Any, **kwargs: Any) -> CorpusChange:
+        """Validate, do the slow work (embedding the fresh examples) while prompts are still
+        being built, then swap the corpus, the index and what depends on them in one
+        exclusive step."""
+        with self._writes:
+            change = make(self.corpus, *args, **kwargs)
+            if change.is_empty:
+                return change
+            apply = getattr(self.retriever, "apply", None) if self._indexed else None
+            stage = getattr(self.retriever, "stage", None) if apply is not None else None
+            staged = stage(change) if stage is not None else None
+            with self._rw.write():
+                if stage is not None:
+                    apply(change, staged)
+                elif apply is not None:
+                    apply(change)
+                elif self._indexed:  # a retriever of the user's that cannot change: rebuild
+                    self.retriever.index(change.new)
+                self.corpus = change.new
+                for example in change.gone:
+                    self._demo_tokens.pop(example.id, None)
+                if hasattr(self, "_self_rows"):
+                    self._self_rows.apply(change)
+                if self._indexed and hasattr(self.selector, "prepare"):
+                    self.selector.prepare(self.retriever)  # vote-k chooses again, caches reset
+        return change
 
     @property
     def tokenizer(self):
@@ -153,7 +212,9 @@ class PromptBuilder:
         """Prompts for many queries, in the order given: one encoder call and one search per chunk.
 
         Gives exactly the prompts that ``build`` gives one by one. ``documents``, when
-        given, holds one list of documents per query.
+        given, holds one list of documents per query. Each chunk of 256 queries is built
+        from one version of the corpus; a change made meanwhile from another thread takes
+        effect between chunks.
 
         ``share_prefixes=True`` orders each prompt's demos so that prompts of this batch
         share token prefixes, which an LM with a prefix cache computes once (see
@@ -162,9 +223,9 @@ class PromptBuilder:
         ``similar_last`` demos keep the builder's ``order`` (by default the most similar
         right before the query). The prompts hold the same demos, budget and scores as
         without it; only positions change (``Demo.position`` says where each sits, and a
-        note says why). The whole batch is selected before any prompt is assembled, and
-        a selector with ``select_many`` sees all of it at once. Run the prompts in
-        :meth:`prefix_schedule` order to reuse the shared prefixes.
+        note says why). The whole batch is selected before any prompt is assembled, from
+        one version of the corpus, and a selector with ``select_many`` sees all of it at
+        once. Run the prompts in :meth:`prefix_schedule` order to reuse the shared prefixes.
         """
         if isinstance(queries, (str, Mapping)):
             raise ConfigError("build_many() takes a list of queries; use build() for one.")
@@ -179,17 +240,23 @@ class PromptBuilder:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="prompts", unit="chunk")
-        chosen = heads = None
-        if share_prefixes:  # the whole batch's demos first: they decide every prompt's order
-            chosen = self._choose([f["input"] for f in fields])
-            heads = self._shared_heads(fields, *chosen, similar_last)
         prompts: list[Prompt] = []
+        if share_prefixes:
+            # the whole batch from one corpus version: every prompt's order depends on all of it
+            with self._rw.read():
+                chosen = self._choose([f["input"] for f in fields])
+                heads = self._shared_heads(fields, *chosen, similar_last)
+                for start in chunks:
+                    end = start + _CHUNK
+                    docs = None if documents is None else documents[start:end]
+                    part = (chosen[0][start:end], chosen[1][start:end])
+                    prompts.extend(self._build_chunk(fields[start:end], docs, part,
+                                                     (heads[start:end], similar_last)))
+            return prompts
         for start in chunks:
-            end = start + _CHUNK
-            docs = None if documents is None else documents[start:end]
-            part = None if chosen is None else (chosen[0][start:end], chosen[1][start:end])
-            sharing = None if heads is None else (heads[start:end], similar_last)
-            prompts.extend(self._build_chunk(fields[start:end], docs, part, sharing))
+            docs = None if documents is None else documents[start:start + _CHUNK]
+            with self._rw.read():  # one corpus version per chunk; changes wait in between
+                prompts.extend(self._build_chunk(fields[start:start + _CHUNK], docs))
         return prompts
 
     def _shared_heads(self, fields: list[dict[str, str]], selections: list[Selection],
@@ -201,7 +268,7 @@ class PromptBuilder:
         for f, selection, row_scores in zip(fields, selections, scores):
             base = order_demos(row_scores, self.order, f["input"], self.seed)
             free.append([selection.rows[i] for i in base[:max(len(base) - similar_last, 0)]])
-        return shared_heads(free, self._demo_tokens.__getitem__)
+        return shared_heads(free, lambda row: self._demo_tokens[self.corpus[row].id])
 
     def prefix_schedule(self, prompts: Sequence[Prompt | str]) -> PrefixSharing:
         """The order to run ``prompts`` in so that each follows the one it shares the
@@ -339,9 +406,9 @@ class PromptBuilder:
         return result
 
     def _count_demo_tokens(self, rows: set[int]) -> None:
-        todo = sorted(rows - set(self._demo_tokens))
+        todo = sorted(row for row in rows if self.corpus[row].id not in self._demo_tokens)
         counts = self.count_tokens([self._render_demo(row) for row in todo])
-        self._demo_tokens.update(zip(todo, counts))
+        self._demo_tokens.update((self.corpus[row].id, n) for row, n in zip(todo, counts))
 
     def recompose(self, prompt: Prompt, query: Mapping[str, str]) -> str:
         """``prompt``'s text with another query (a value per input field, empty allowed:
@@ -351,7 +418,8 @@ class PromptBuilder:
         names = self.corpus.input_names
         fields = {name: query[name] for name in names}
         fields["input"] = "\n".join(fields[name] for name in names)
-        demos = [self._demo_fields(self.corpus.row_of(demo.id))
+        # from the prompt's own demos: the corpus may have changed since it was built
+        demos = [Example(demo.id, demo.fields, demo.output).fields(self.corpus.output_name)
                  for demo in sorted(prompt.demos, key=lambda d: d.position)]
         section = ""
         if prompt.documents:
@@ -368,7 +436,7 @@ class PromptBuilder:
     def _assemble(self, fields: dict[str, str], selection: Selection, scores: list[float | None],
                   documents: list[tuple[str, str, float]] = (), sharing=None) -> Prompt:
         rows = list(selection.rows)
-        demo_tokens = [self._demo_tokens[row] for row in rows]
+        demo_tokens = [self._demo_tokens[self.corpus[row].id] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
         fixed, separator = self.layout.fixed(fields, self.count_tokens)
         kept, dropped = fit_budget(demo_tokens, relevance, fixed, separator, self.max_tokens)
@@ -449,7 +517,9 @@ class PromptBuilder:
         ``overwrite``; ``overwrite=True`` only lets a builder replace another kind of
         ricl output (a saved retriever, a trained model).
         """
-        save_builder(self, path, overwrite=overwrite)
+        self.index()
+        with self._rw.read():  # the corpus and index as they are now; changes wait
+            save_builder(self, path, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, *, selector: Any = None, tokenizer: Any = None) -> PromptBuilder:

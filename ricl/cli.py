@@ -1,4 +1,5 @@
-"""The `ricl` command. The core offers `index` and `prompt`; `eval`, `report`, `suites`,
+"""The `ricl` command. The core offers `index`, `prompt`, and `add`, `update`, `remove` (change
+a saved index in place); `eval`, `report`, `suites`,
 `demo` (from ``eval``) and `score`, `train` (from ``training``) are plug-ins found
 through ``ricl.registry``."""
 
@@ -50,6 +51,19 @@ def _parser() -> argparse.ArgumentParser:
     prompt.add_argument("--explain", action="store_true", help="show demo ids, scores and drops")
     prompt.set_defaults(handler=_prompt)
 
+    for verb, what in (("add", "add examples from a JSONL/CSV file to a saved index (new ids)"),
+                       ("update", "upsert examples from a JSONL/CSV file by id (fix labels)")):
+        change = commands.add_parser(verb, help=what)
+        change.add_argument("index_dir", help="a directory `ricl index` or builder.save() wrote")
+        change.add_argument("data", help="a .jsonl or .csv file with the index's field names")
+        change.add_argument("--id", default="id", help="id field name (derived from content "
+                                                       "if absent)")
+        change.set_defaults(handler=_change)
+    remove = commands.add_parser("remove", help="remove examples from a saved index by id")
+    remove.add_argument("index_dir")
+    remove.add_argument("--ids", nargs="+", required=True, help="ids of the examples to remove")
+    remove.set_defaults(handler=_change)
+
     for register in command_plugins():
         register(commands)
     return parser
@@ -65,6 +79,26 @@ def _index(args) -> int:
                             template=args.template, max_tokens=args.max_tokens, order=args.order)
     builder.save(args.out, overwrite=args.overwrite)
     print(f"indexed {len(corpus)} examples with {builder.retriever.kind} into {args.out}")
+    return 0
+
+
+def _change(args) -> int:
+    """Load the saved builder, change it in place (no rebuild), save it back atomically."""
+    from ricl.builder import PromptBuilder
+    from ricl.data import Corpus
+
+    builder = PromptBuilder.load(args.index_dir)
+    if args.command == "remove":
+        change = builder.remove(args.ids)
+    else:
+        corpus = builder.corpus
+        inputs = list(corpus.input_names)
+        records = Corpus.from_file(args.data, input=inputs[0] if len(inputs) == 1 else inputs,
+                                   output=corpus.output_name, id=args.id, labels=corpus.labels)
+        change = getattr(builder, args.command)(list(records))
+    builder.save(args.index_dir)
+    print(f"{args.index_dir}: added {len(change.added_ids)}, updated {len(change.updated_ids)}, "
+          f"removed {len(change.removed_ids)}; {len(builder.corpus)} examples now")
     return 0
 
 

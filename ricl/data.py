@@ -9,10 +9,13 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
-from ricl.errors import CorpusError
+import numpy as np
+
+from ricl.errors import CorpusError, DuplicateIdError, UnknownIdError
 from ricl.text import check_text, normalize
 
 
@@ -72,14 +75,55 @@ class Corpus(Sequence[Example]):
         self.input_names = tuple(input_names)
         self.output_name = output_name
         self.labels = tuple(labels) if labels is not None else None
-        self._row_of: dict[str, int] = {}
+        # id -> slot -> row: a change to the corpus moves rows (a removal shifts every row
+        # after it) but not slots, so a changed corpus is derived in time proportional to
+        # the change (see _with and _without), not to the corpus.
+        self._slot_of: dict[str, int] = {}
         for row, example in enumerate(self._examples):
-            if example.id in self._row_of:
-                raise CorpusError(
-                    f"Duplicate id {example.id!r} (records {self._row_of[example.id]} and {row}). "
+            if example.id in self._slot_of:
+                raise DuplicateIdError(
+                    f"Duplicate id {example.id!r} (records {self._slot_of[example.id]} and {row}). "
                     "Ids must be unique: fix the id column, or omit it to derive ids from content."
                 )
-            self._row_of[example.id] = row
+            self._slot_of[example.id] = row
+        self._row_of_slot = np.arange(len(self._examples), dtype=np.int64)
+
+    # -- derived corpora (for ricl.changes: validated examples, unique ids) ---------------
+    def _derived(self, examples: tuple[Example, ...], slot_of: dict[str, int],
+                 row_of_slot: np.ndarray) -> Corpus:
+        corpus = Corpus.__new__(Corpus)
+        corpus._examples = examples
+        corpus.input_names, corpus.output_name, corpus.labels = (
+            self.input_names, self.output_name, self.labels)
+        if len(row_of_slot) > 2 * len(examples) + 1024:  # mostly removed slots: start afresh
+            slot_of = dict(zip((e.id for e in examples), range(len(examples))))
+            row_of_slot = np.arange(len(examples), dtype=np.int64)
+        corpus._slot_of, corpus._row_of_slot = slot_of, row_of_slot
+        return corpus
+
+    def _with(self, replaced: Mapping[int, Example], appended: Sequence[Example]) -> Corpus:
+        """This corpus with the examples at some rows replaced (same ids) and others
+        appended (new ids)."""
+        examples = list(self._examples)
+        for row, example in replaced.items():
+            examples[row] = example
+        examples.extend(appended)
+        slot_of = dict(self._slot_of)
+        first = len(self._row_of_slot)
+        slot_of.update((example.id, first + i) for i, example in enumerate(appended))
+        row_of_slot = np.concatenate([self._row_of_slot, len(self) + np.arange(
+            len(appended), dtype=np.int64)])
+        return self._derived(tuple(examples), slot_of, row_of_slot)
+
+    def _without(self, rows: np.ndarray) -> Corpus:
+        """This corpus without the examples at ``rows`` (sorted, distinct)."""
+        keep = np.ones(len(self), dtype=bool)
+        keep[rows] = False
+        slot_of = dict(self._slot_of)
+        slots = [slot_of.pop(self._examples[row].id) for row in rows.tolist()]
+        row_of_slot = self._row_of_slot - np.searchsorted(rows, self._row_of_slot)
+        row_of_slot[slots] = -1
+        return self._derived(tuple(compress(self._examples, keep.tolist())), slot_of, row_of_slot)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -176,9 +220,12 @@ class Corpus(Sequence[Example]):
 
     def row_of(self, example_id: str) -> int:
         try:
-            return self._row_of[example_id]
+            return int(self._row_of_slot[self._slot_of[example_id]])
         except KeyError:
-            raise CorpusError(f"No example with id {example_id!r} in this corpus.") from None
+            raise UnknownIdError(f"No example with id {example_id!r} in this corpus.") from None
+
+    def has_id(self, example_id: str) -> bool:
+        return example_id in self._slot_of
 
     def texts(self) -> list[str]:
         return [example.text for example in self._examples]

@@ -16,6 +16,15 @@ class CorpusError(RiclError, ValueError):
     """The demonstration records are unusable: empty, missing fields, bad values."""
 
 
+class DuplicateIdError(CorpusError):
+    """Two records share an id, or ``add`` was given an id the corpus already holds
+    (``update`` changes an existing example)."""
+
+
+class UnknownIdError(CorpusError):
+    """An id names no example of the corpus (``remove`` of an id that is not there)."""
+
+
 class TemplateError(RiclError, ValueError):
     """A template names a field the examples do not have, or lacks a required slot."""
 

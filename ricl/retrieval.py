@@ -34,7 +34,11 @@ class Retriever(Protocol):
     (candidate-candidate similarities, needed by ``mmr`` and ``dpp``),
     ``features(rows)`` (vectors, needed by ``votek``), ``encode(texts)`` (scores
     supporting documents), ``save(path)`` (ricl's own retrievers persist; a builder
-    over a user's retriever is not saved).
+    over a user's retriever is not saved), ``apply(change)`` (follow a
+    :class:`ricl.changes.CorpusChange` without redoing the work for unchanged examples,
+    with results equal to ``index(change.new)``; a builder over a retriever without it
+    re-indexes the changed corpus) and ``stage(change)`` (the heavy, read-only part of
+    ``apply``, run before the builder stops its builds: ``apply(change, staged)``).
     """
 
     def index(self, corpus: Corpus) -> "Retriever": ...
@@ -94,16 +98,34 @@ class SelfExclusion:
     """Finds, per query, the corpus rows whose normalised input equals the query.
 
     A query that is itself in the corpus must never come back as its own
-    demonstration: that would leak the answer.
+    demonstration: that would leak the answer. Texts map to example ids, not rows, so a
+    change to the corpus is applied in place in time proportional to the change.
     """
 
     def __init__(self, corpus: Corpus):
-        self._rows_by_text: dict[str, list[int]] = {}
-        for row, text in enumerate(corpus.normalized_texts()):
-            self._rows_by_text.setdefault(text, []).append(row)
+        self._corpus = corpus
+        self._ids_by_text: dict[str, list[str]] = {}
+        for example, text in zip(corpus, corpus.normalized_texts()):
+            self._ids_by_text.setdefault(text, []).append(example.id)
 
     def rows_of(self, queries: Sequence[str]) -> list[frozenset[int]]:
-        return [frozenset(self._rows_by_text.get(normalize(query), ())) for query in queries]
+        corpus = self._corpus
+        return [frozenset(corpus.row_of(i) for i in self._ids_by_text.get(normalize(query), ()))
+                for query in queries]
+
+    def apply(self, change: Any) -> None:
+        """Follow a :class:`ricl.changes.CorpusChange` (the owner holds its write lock)."""
+        for example in change.gone:
+            text = normalize(example.text)
+            ids = [i for i in self._ids_by_text.get(text, ()) if i != example.id]
+            if ids:
+                self._ids_by_text[text] = ids
+            else:
+                self._ids_by_text.pop(text, None)
+        for row in change.fresh:
+            example = change.new[int(row)]
+            self._ids_by_text.setdefault(normalize(example.text), []).append(example.id)
+        self._corpus = change.new
 
 
 def trim(rows: np.ndarray, scores: np.ndarray, excluded: frozenset[int], n: int):

@@ -299,6 +299,9 @@ def select_mmr(relevance: np.ndarray, sims: np.ndarray, k: int, lambda_: float) 
     return chosen
 
 
+DPP_SCALE = 0.1  # the DPP's default relevance scale, at inference and in CEIL training
+
+
 class DPPSelector(SelectorBase):
     """Greedy MAP inference of a DPP (Chen et al., 2018) over the top-n candidates.
 
@@ -311,7 +314,7 @@ class DPPSelector(SelectorBase):
 
     name = "dpp"
 
-    def __init__(self, scale: float = 0.1, n: int = 50):
+    def __init__(self, scale: float = DPP_SCALE, n: int = 50):
         if not scale > 0:
             raise ConfigError(f"DPP scale={scale}: must be > 0.")
         self.scale, self.pool = float(scale), int(n)
@@ -321,9 +324,8 @@ class DPPSelector(SelectorBase):
         if n == 0:
             return Selection((), _short_note(0, k, 0))
         relevance = _relevance(view)
-        quality = np.exp((relevance - relevance.max()) / (2.0 * self.scale))
         _need(view.retriever, "kernel", self.name, "candidate similarities")
-        kernel = quality[:, None] * view.retriever.kernel(view.rows) * quality[None, :]
+        kernel = dpp_kernel(relevance, view.retriever.kernel(view.rows), self.scale)
         chosen = select_dpp_greedy(kernel, min(k, n))
         note = ""
         if len(chosen) < min(k, n):
@@ -336,6 +338,18 @@ class DPPSelector(SelectorBase):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "scale": self.scale, "n": self.pool}
+
+
+def dpp_kernel(relevance: np.ndarray, similarity: np.ndarray, scale: float) -> np.ndarray:
+    """The conditional DPP kernel L = diag(r)·S·diag(r), r = exp((s - max s) / (2·scale)).
+
+    ``relevance`` s: the candidates' retriever scores (cosines for a dense retriever);
+    ``similarity`` S: their pairwise cosines. Subtracting max s scales every
+    subset's det by the same factor (no change to which set wins) and keeps r <= 1.
+    ``training.losses.CEILLoss`` trains an encoder for exactly this kernel.
+    """
+    quality = np.exp((relevance - relevance.max()) / (2.0 * scale))
+    return quality[:, None] * similarity * quality[None, :]
 
 
 def select_dpp_greedy(kernel: np.ndarray, k: int, eps: float = 1e-10) -> list[int]:

@@ -28,6 +28,18 @@ def trec_queries(trec):
 
 
 @pytest.fixture(scope="session")
+def pool(trec):
+    """A small real pool for LM feedback: 120 TREC questions."""
+    return ricl.Corpus.from_records(trec.pool[:120], input="text", output="label", labels=trec.labels)
+
+
+@pytest.fixture(scope="session")
+def queries(trec):
+    """Six TREC test questions with their answers (records, as a user would pass them)."""
+    return [dict(record) for record in trec.test[:6]]
+
+
+@pytest.fixture(scope="session")
 def dense(trec_corpus):
     return ricl.DenseRetriever().index(trec_corpus)
 

@@ -1,7 +1,5 @@
 """Dense retrieval against a real Chroma server on loopback."""
 
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -10,49 +8,19 @@ import pytest
 
 import ricl
 from retrievers import load_retriever, make_retriever
+from retrievers.chroma_store import LocalChromaServer, free_port
 from ricl.errors import ServerUnavailableError
 
 CHROMA = Path(sys.executable).parent / "chroma"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 pytestmark = [pytest.mark.server, pytest.mark.subprocess]
-
-
-class ChromaServer:
-    def __init__(self, path: Path, port: int):
-        self.path, self.port, self.process = path, port, None
-
-    def start(self):
-        self.process = subprocess.Popen(
-            [str(CHROMA), "run", "--path", str(self.path), "--host", "127.0.0.1",
-             "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("the Chroma server did not start within 30 s")
-
-    def stop(self):
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=20)
-            self.process = None
 
 
 @pytest.fixture()
 def server(tmp_path):
     if not CHROMA.exists():
         pytest.skip("the chroma command is not installed")
-    running = ChromaServer(tmp_path / "chroma-data", free_port())
+    running = LocalChromaServer(tmp_path / "chroma-data", command=CHROMA)
     running.start()
     yield running
     running.stop()
@@ -84,3 +52,29 @@ def test_a_down_server_is_a_clear_error_after_bounded_retries(trec_corpus, dense
     with pytest.raises(ServerUnavailableError, match="chroma run"):
         make_retriever(url).index(trec_corpus, embeddings=dense.embeddings)
     assert time.monotonic() - started < 15
+
+
+def test_changes_on_a_server_equal_the_exact_index_of_the_final_corpus(server, tmp_path, trec,
+                                                                      trec_corpus, trec_queries,
+                                                                      dense):
+    url = f"chroma://127.0.0.1:{server.port}/trec-changing"
+    remote = make_retriever(url).index(trec_corpus, embeddings=dense.embeddings)
+    extra = [{"id": f"new-{i}", "text": text, "label": "location"} for i, text in enumerate(
+        ["Which river flows through Heidelberg ?", "Where is the Neckar ?",
+         "What is the capital of Baden-Wurttemberg ?"])]
+    remote.add(extra)
+    remote.update([{"id": trec_corpus[5].id, "text": "Where do penguins live ?",
+                    "label": "location"}])
+    remote.remove([trec_corpus[i].id for i in (0, 7, 100)])
+    exact = ricl.DenseRetriever().index(ricl.Corpus(list(remote.corpus),
+                                                    input_names=("text",), output_name="label",
+                                                    labels=trec.labels))
+    queries = trec_queries + ["Where does the Neckar flow ?", "Where are penguins found ?"]
+    ours, theirs = remote.search(queries, n=8), exact.search(queries, n=8)
+    assert [r.tolist() for r in ours.rows] == [r.tolist() for r in theirs.rows]
+    remote.save(tmp_path / "idx")
+    loaded = load_retriever(tmp_path / "idx")
+    assert [r.tolist() for r in loaded.search(queries, n=8).rows] == \
+        [r.tolist() for r in theirs.rows]
+    loaded.remove(["new-0"])  # a loaded server index changes the live collection
+    assert "new-0" not in {loaded.corpus[int(r)].id for r in loaded.search(queries, n=8).rows[-2]}

@@ -45,3 +45,37 @@ def test_report_shows_round_two_where_it_ran_and_tests_it_against_round_one(tmp_
     assert "trec 0.750 → 0.875 (5 items fixed, 0 broken, p = 0.062)" in text
     assert "| trec | 0.500 ± 0.010 | 0.750 ± 0.010 | 0.002 |" in text
     assert "| 15 | 3 | 1 |" in text  # score time includes round 2's scoring
+
+
+def test_label_copying_counts_the_vote_with_ties_to_the_nearest_demo(tmp_path):
+    from eval.experiments.crossmodel_report import label_copying
+
+    pool = {"a": "x", "b": "x", "c": "y", "d": "y", "e": "z"}
+    rows = [  # a 2-2 tie between x and y: the vote is y, whose demo "d" scores highest
+        {"id": "q1", "gold": "y", "prediction": "y", "demo_ids": ["a", "b", "c", "d"],
+         "demo_scores": [0.1, 0.2, 0.3, 0.9]},
+        # vote x (2 of 3); nearest demo "e" says z; the LM copies neither
+        {"id": "q2", "gold": "x", "prediction": "y", "demo_ids": ["a", "b", "e"],
+         "demo_scores": [0.5, 0.4, 0.8]},
+    ]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = label_copying(tmp_path, {"predictions": "p.jsonl"}, pool)
+    assert result == {"n": 2, "copies_vote": 0.5, "copies_nearest": 0.5,
+                      "vote_right": 1.0, "nearest_right": 0.5}
+
+
+def test_kendall_tau_compares_the_methods_both_models_ran():
+    from eval.experiments.crossmodel_report import kendall
+    from eval.report import group_entries
+
+    def entries(values):
+        return group_entries([{"method": m, "suite": "s", "k": 8, "seed": None, "value": v,
+                               "uses_lm": True, "n": 10} for m, v in values.items()])
+
+    a = entries({"m1": 0.1, "m2": 0.2, "m3": 0.3, "m4": 0.4})
+    same_order = entries({"m1": 0.5, "m2": 0.6, "m3": 0.7, "m4": 0.9, "only-b": 0.0})
+    reversed_order = entries({"m1": 0.4, "m2": 0.3, "m3": 0.2, "m4": 0.1})
+    assert kendall(a, same_order, "s")["tau"] == 1.0
+    assert kendall(a, same_order, "s")["methods"] == ["m1", "m2", "m3", "m4"]
+    assert kendall(a, reversed_order, "s")["tau"] == -1.0
+    assert kendall(a, reversed_order, "s")["best"] == ["m4", "m1"]

@@ -183,3 +183,14 @@ def test_loading_a_regular_file_or_nothing_is_an_index_error(tmp_path):
     for path in (tmp_path / "notes.txt", tmp_path / "missing"):
         with pytest.raises(ricl.errors.IndexLoadError):
             ricl.PromptBuilder.load(path)
+
+
+@fuzz
+@given(records, st.lists(st.one_of(texts, scalars), max_size=4))
+def test_corpus_changes(rows, ids):
+    builder = ricl.PromptBuilder(_small_corpus(), retriever="bm25", k=3, max_tokens=200)
+    ends_well(lambda: builder.add(rows))
+    ends_well(lambda: builder.update(rows))
+    ends_well(lambda: builder.remove(ids))
+    ends_well(lambda: builder.remove([e.id for e in builder.corpus][:len(ids)]))
+    assert len(builder.build("what is the tallest mountain ?").demos) == 3

@@ -32,6 +32,32 @@ def test_bm25_top10_matches_rank_bm25_okapi(trec_corpus, trec_queries):
     assert compared == len(trec_queries) > 30
 
 
+@pytest.mark.parametrize("method", ["lucene", "robertson", "atire"])
+def test_bm25_scores_are_those_of_bm25s(method, trec_corpus, trec_queries):
+    import bm25s
+
+    ours = BM25Retriever(method=method).index(trec_corpus)
+    reference = bm25s.BM25(k1=1.5, b=0.75, method=method)
+    reference.index([ours.tokenize(text) or [""] for text in trec_corpus.texts()],
+                    show_progress=False)
+    found = ours.search(trec_queries, n=10, exclude_self=False)
+    for query, rows, scores in zip(trec_queries, found.rows, found.scores):
+        expected = reference.get_scores(ours.tokenize(query))
+        np.testing.assert_allclose(scores, expected[rows], rtol=1e-5, atol=1e-6)
+        assert scores[0] == pytest.approx(expected.max(), rel=1e-5)
+
+
+def test_a_bm25_index_saved_by_an_earlier_ricl_loads_by_indexing_its_corpus(tmp_path, bm25,
+                                                                          trec_queries):
+    bm25.save(tmp_path / "idx")
+    (tmp_path / "idx" / "counts.npz").unlink()  # what a bm25s-based save held instead
+    (tmp_path / "idx" / "vocabulary.json").unlink()
+    (tmp_path / "idx" / "bm25s").mkdir()
+    loaded = load_retriever(tmp_path / "idx")
+    assert [r.tolist() for r in loaded.search(trec_queries, n=5).rows] == \
+        [r.tolist() for r in bm25.search(trec_queries, n=5).rows]
+
+
 def test_dense_exact_and_chroma_return_the_same_top_k(trec_corpus, trec_queries, dense):
     chroma = ricl.DenseRetriever(backend="chroma").index(trec_corpus, embeddings=dense.embeddings)
     exact = dense.search(trec_queries, n=8)

@@ -26,18 +26,6 @@ def lm() -> TransformersLM:
 
 
 @pytest.fixture(scope="module")
-def pool(trec):
-    """A small real pool: 120 TREC questions."""
-    return ricl.Corpus.from_records(trec.pool[:120], input="text", output="label", labels=trec.labels)
-
-
-@pytest.fixture(scope="module")
-def queries(trec):
-    """Six TREC test questions with their answers (records, as a user would pass them)."""
-    return [dict(record) for record in trec.test[:6]]
-
-
-@pytest.fixture(scope="module")
 def feedback(tmp_path_factory, pool, queries, trec, lm):
     path = tmp_path_factory.mktemp("feedback") / "feedback.jsonl"
     score_candidates(pool, queries, trec.template, path, n_candidates=N_CANDIDATES, lm=lm,

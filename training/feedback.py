@@ -62,6 +62,12 @@ log = logging.getLogger(__name__)
 
 FEEDBACK_VERSION = 1
 HEADER_KEY = "__feedback__"
+# Every kind of feedback file ricl writes, by the key of its header line, and what
+# wrote it: a file of one kind is never resumed, read or overwritten as another.
+FILE_KINDS = {
+    HEADER_KEY: "per-demo feedback written by training.score_candidates (`ricl score`)",
+    "__set_feedback__": "set feedback written by training.score_sets (`ricl score --sets`)",
+}
 
 
 class FeedbackError(RiclError, ValueError):
@@ -91,22 +97,13 @@ class FeedbackRecord:
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> FeedbackRecord:
-        try:
-            record = cls(
-                query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
-                candidates=tuple(str(c) for c in line["candidates"]),
-                retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
-                lm_scores=tuple(float(s) for s in line["lm_scores"]),
-                zero_shot=float(line["zero_shot"]),
-            )
-        except KeyError as exc:
-            raise FeedbackError(f"{where} lacks the field {exc.args[0]!r}. Rewrite the file with "
-                                "training.score_candidates.") from None
-        except (TypeError, ValueError) as exc:
-            raise FeedbackError(f"{where} holds a value of the wrong type ({exc}).") from None
-        if not isinstance(record.answer, str) or not record.answer.strip():
-            raise FeedbackError(f"{where}: query {record.query_id!r} has no answer; feedback needs "
-                                "the answer the LM was scored on.")
+        record = parse_line(lambda: cls(
+            query_id=str(line["query_id"]), query=str(line["query"]), answer=line["answer"],
+            candidates=tuple(str(c) for c in line["candidates"]),
+            retriever_scores=tuple(float(s) for s in line["retriever_scores"]),
+            lm_scores=tuple(float(s) for s in line["lm_scores"]),
+            zero_shot=float(line["zero_shot"]),
+        ), where, "training.score_candidates")
         if not record.candidates:
             raise FeedbackError(f"{where}: query {record.query_id!r} has no candidates.")
         if not len(record.candidates) == len(record.lm_scores) == len(record.retriever_scores):
@@ -118,20 +115,53 @@ class FeedbackRecord:
         return record
 
 
+def parse_line(build: Callable[[], Any], where: str, writer: str) -> Any:
+    """The record ``build()`` makes of a file's line, with the checks every kind shares:
+    a missing field or a value of the wrong type, and an answer to score."""
+    try:
+        record = build()
+    except KeyError as exc:
+        raise FeedbackError(f"{where} lacks the field {exc.args[0]!r}. Rewrite the file with "
+                            f"{writer}.") from None
+    except (TypeError, ValueError) as exc:
+        raise FeedbackError(f"{where} holds a value of the wrong type ({exc}).") from None
+    if not isinstance(record.answer, str) or not record.answer.strip():
+        raise FeedbackError(f"{where}: query {record.query_id!r} has no answer; feedback needs "
+                            "the answer the LM was scored on.")
+    return record
+
+
 # --------------------------------------------------------------------------- the file
+
+
+@dataclass(frozen=True)
+class FeedbackKind:
+    """One kind of feedback file: its header key (a key of ``FILE_KINDS``), the record
+    class of its lines (``from_dict``/``to_dict``/``query_id``), and its writer."""
+
+    header_key: str
+    record: type
+    writer: str  # what the messages tell a user to run
+
+
+PER_DEMO = FeedbackKind(HEADER_KEY, FeedbackRecord, "training.score_candidates")
 
 
 def read_feedback(path: str | Path) -> tuple[dict[str, Any], list[FeedbackRecord]]:
     """The header and the records of a feedback file; a half-written last line is ignored."""
+    return read_feedback_file(path, PER_DEMO)
+
+
+def read_feedback_file(path: str | Path, kind: FeedbackKind) -> tuple[dict[str, Any], list[Any]]:
+    """The header and records of a ``kind`` feedback file (see ``read_feedback``)."""
     path = Path(path)
     if not path.is_file():
-        raise FeedbackError(f"No feedback file at {path}. Write one with training.score_candidates "
-                            "(or `ricl score`).")
-    header, records = _parse(_open(path).rows, path)
+        raise FeedbackError(f"No feedback file at {path}. Write one with {kind.writer}.")
+    header, records = _parse(_open(path).rows, path, kind)
     if header is None:
-        raise FeedbackError(f"{path} is empty: it holds no feedback header. Rerun score_candidates.")
+        raise FeedbackError(f"{path} is empty: it holds no feedback header. Rerun {kind.writer}.")
     if not records:
-        raise FeedbackError(f"{path} holds no scored queries yet. Run (or resume) score_candidates.")
+        raise FeedbackError(f"{path} holds no scored queries yet. Run (or resume) {kind.writer}.")
     return header, records
 
 
@@ -143,35 +173,46 @@ def _open(path: Path) -> JsonlStore:
         raise FeedbackError(str(exc)) from None
 
 
-def _parse(lines: Sequence[dict[str, Any]], path: Path
-           ) -> tuple[dict[str, Any] | None, list[FeedbackRecord]]:
+def _parse(lines: Sequence[dict[str, Any]], path: Path, kind: FeedbackKind
+           ) -> tuple[dict[str, Any] | None, list[Any]]:
     """Header and records of the file's whole lines (a line cut by a kill is not among them)."""
     if not lines:
         return None, []
-    if HEADER_KEY not in lines[0]:
+    _check_kind(lines[0], path, kind)
+    return lines[0][kind.header_key], [kind.record.from_dict(line, f"{path}:{number}")
+                                       for number, line in enumerate(lines[1:], start=2)]
+
+
+def _check_kind(first: Mapping[str, Any], path: Path, kind: FeedbackKind) -> None:
+    if kind.header_key in first:
+        return
+    other = next((key for key in FILE_KINDS if key in first), None)
+    if other is None:
         raise FeedbackError(f"{path} does not start with a feedback header: it was not "
-                            "written by training.score_candidates.")
-    return lines[0][HEADER_KEY], [FeedbackRecord.from_dict(line, f"{path}:{number}")
-                                  for number, line in enumerate(lines[1:], start=2)]
+                            f"written by {kind.writer}.")
+    raise FeedbackError(f"{path} holds {FILE_KINDS[other]}, not {FILE_KINDS[kind.header_key]}. "
+                        "Pass the file of the right kind (set feedback trains loss='ceil'; "
+                        "per-demo feedback trains the other losses), or another out_path.")
 
 
 class FeedbackFile:
     """Appends chunks of records to a feedback file, each durable before the next starts."""
 
-    def __init__(self, path: str | Path, settings: dict[str, Any], resume: bool = True):
+    def __init__(self, path: str | Path, settings: dict[str, Any], resume: bool = True,
+                 kind: FeedbackKind = PER_DEMO):
         self.path = Path(path)
-        _check_feedback_target(self.path)
+        _check_feedback_target(self.path, kind)
         if not resume:
             self.path.unlink(missing_ok=True)
         self._store = _open(self.path)
-        header, records = _parse(self._store.rows, self.path)
+        header, records = _parse(self._store.rows, self.path, kind)
         if header is not None and header != settings:
             changed = sorted(k for k in set(header) | set(settings) if header.get(k) != settings.get(k))
             raise ConfigError(
                 f"{self.path} holds feedback scored with other settings ({', '.join(changed)} differ). "
                 "Pass another out_path, or resume=False to start it over.")
         if header is None:
-            self._store.append([{HEADER_KEY: settings}])
+            self._store.append([{kind.header_key: settings}])
         elif records:
             log.info("Resuming %s: %d queries already scored.", self.path, len(records))
 
@@ -180,13 +221,14 @@ class FeedbackFile:
         """The ids of the queries already scored."""
         return self._store.keys()
 
-    def append(self, records: Sequence[FeedbackRecord]) -> None:
+    def append(self, records: Sequence[Any]) -> None:
         self._store.append(record.to_dict() for record in records)
 
 
-def _check_feedback_target(path: Path) -> None:
+def _check_feedback_target(path: Path, kind: FeedbackKind = PER_DEMO) -> None:
     """Starting a feedback file over (``resume=False``) truncates it: refuse unless what
-    is there is a feedback file (or nothing)."""
+    is there is a feedback file of this kind (or nothing). A file of another kind is
+    refused either way: hours of scoring are not resumed, or wiped, as something else."""
     if path.is_dir() or (path.exists() and not path.is_file()):
         raise OverwriteError(f"{path} is a directory, not a feedback file. Pass a file path "
                              "such as runs/feedback.jsonl.")
@@ -195,13 +237,18 @@ def _check_feedback_target(path: Path) -> None:
     with open(path, "rb") as handle:
         first = handle.readline(1 << 20)
     try:
-        own = HEADER_KEY in json.loads(first.decode("utf-8"))
+        line = json.loads(first.decode("utf-8"))
+        own = isinstance(line, dict) and any(key in line for key in FILE_KINDS)
     except (UnicodeDecodeError, ValueError, TypeError):
         own = False
     if not own:
         raise OverwriteError(f"{path} exists and is not a feedback file written by "
-                             "score_candidates; ricl will not write over it. Pick another "
+                             f"{kind.writer}; ricl will not write over it. Pick another "
                              "out_path.")
+    if kind.header_key not in line:
+        other = next(key for key in FILE_KINDS if key in line)
+        raise ConfigError(f"{path} holds {FILE_KINDS[other]}, not {FILE_KINDS[kind.header_key]}: "
+                          "ricl will neither resume nor overwrite it as that. Pass another out_path.")
 
 
 # --------------------------------------------------------------------------- scoring
@@ -249,66 +296,102 @@ def score_candidates(
 
     Returns the path of the feedback file.
     """
+    template, queries, retriever, described = prepare_scoring(
+        corpus, queries, template, retriever, n_candidates, dtype,
+        {"n_candidates": n_candidates, "chunk_size": chunk_size, "batch_size": batch_size})
+    settings = {
+        "version": FEEDBACK_VERSION,
+        **scoring_settings(corpus, template, described, n_candidates, lm, dtype),
+        "signal": "log p(answer | demo + separator + query)",
+        "shared_prefix_ends_with": query_head(template),
+    }
+    out = FeedbackFile(out_path, settings, resume=resume)
+    if all(query.id in out.done for query in queries):
+        return out.path  # finished before: nothing to index, retrieve or load
+    rows_of, scores_of = _retrieve(queries, corpus, retriever, n_candidates)
+
+    def score(chunk, rows, scores, lm, advance):
+        return _score_chunk(chunk, rows, scores, corpus, template, lm, advance)
+
+    score_in_chunks(out, queries, rows_of, scores_of, score, [len(rows) + 1 for rows in rows_of],
+                    chunk_size, lm, batch_size, dtype, progress, "LM feedback")
+    return out.path
+
+
+def prepare_scoring(corpus: Corpus, queries: Any, template: str | Template, retriever: Any,
+                    n_candidates: int, dtype: str, counts: Mapping[str, Any]
+                    ) -> tuple[Template, list[Example], Any, str]:
+    """The checks and set-up every feedback writer shares: positive ``counts``, a known
+    dtype, a template that fits the corpus, the queries as Examples, the retriever
+    (indexed by ``_retrieve`` when there is work), and how the file's header names it."""
     from retrievers import make_retriever
+    from ricl.models import check_dtype
 
     if not isinstance(corpus, Corpus):
         raise ConfigError(f"corpus must be a ricl.Corpus, not {type(corpus).__name__}.")
-    for name, value in (("n_candidates", n_candidates), ("chunk_size", chunk_size),
-                        ("batch_size", batch_size)):
+    for name, value in counts.items():
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"{name}={value!r}: must be a positive integer.")
-    from ricl.models import check_dtype
-
     check_dtype(dtype)
     if n_candidates > len(corpus):
         raise ConfigError(f"n_candidates={n_candidates} is larger than the corpus ({len(corpus)} "
                           "examples). Ask for fewer candidates.")
     template = as_template(template, corpus.output_name)
     template.check_fields(set(corpus.input_names) | {"input", "output", corpus.output_name})
-    queries = _as_queries(queries, corpus)
+    queries = list(_as_queries(queries, corpus))
+    spec, retriever = retriever, make_retriever(retriever)
+    return template, queries, retriever, _describe_retriever(spec, retriever)
 
-    retriever_spec = retriever
-    retriever = make_retriever(retriever)
-    if getattr(retriever, "corpus", None) is not corpus:
-        retriever.index(corpus)
-    settings = {
-        "version": FEEDBACK_VERSION,
+
+def scoring_settings(corpus: Corpus, template: Template, retriever: str, n_candidates: int,
+                     lm: Any, dtype: str) -> dict[str, Any]:
+    """The header fields every feedback file holds: what its numbers depend on."""
+    return {
         "corpus_fingerprint": corpus.fingerprint(),
-        "retriever": _describe_retriever(retriever_spec, retriever),
+        "retriever": retriever,
         "n_candidates": int(n_candidates),
         "template": template.text,
         "separator": template.separator,
         "instructions": template.instructions,
         "lm": _describe_lm(lm, dtype),
-        "signal": "log p(answer | demo + separator + query)",
-        "shared_prefix_ends_with": query_head(template),
     }
-    out = FeedbackFile(out_path, settings, resume=resume)
-    queries = list(queries)
-    rows_of, scores_of = _retrieve(queries, corpus, retriever, n_candidates)
+
+
+def score_in_chunks(out: FeedbackFile, queries: list[Example], rows_of: list[list[int]],
+                    scores_of: list[list[float]], score: Callable[..., list[Any]],
+                    prompts_per_query: Sequence[int], chunk_size: int, lm: Any, batch_size: int,
+                    dtype: str, progress: bool, desc: str) -> None:
+    """Score the queries ``out`` lacks, a durable chunk at a time, in shared-candidate order.
+
+    ``score(queries, rows_of, scores_of, lm, advance)`` returns one record per query
+    of the chunk and calls ``advance(n)`` as it scores n prompts. A partly written
+    chunk is scored whole again, so that its numbers come from the same batches as
+    in an uninterrupted run; only its missing lines are written. The LM is loaded
+    (when it is a name) only if there is work to do.
+    """
     order = order_by_shared_candidates(rows_of)
     chunks = [order[start:start + chunk_size] for start in range(0, len(order), chunk_size)]
     todo = [chunk for chunk in chunks if any(queries[i].id not in out.done for i in chunk)]
-    n_pairs = sum(len(rows_of[i]) + 1 for chunk in todo for i in chunk)
+    n_prompts = sum(prompts_per_query[i] for chunk in todo for i in chunk)
     if (lm is None or isinstance(lm, (str, Path))) and todo:
         lm = TransformersLM(lm, batch_size=batch_size, dtype=dtype)
-    bar = tqdm(total=n_pairs, unit="pair", desc="LM feedback", disable=not progress,
+    bar = tqdm(total=n_prompts, unit="prompt", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
         for chunk in todo:
-            # A partly written chunk is scored whole again, so that its numbers come from the
-            # same batches as in an uninterrupted run; only its missing lines are written.
-            records = _score_chunk([queries[i] for i in chunk], [rows_of[i] for i in chunk],
-                                   [scores_of[i] for i in chunk], corpus, template, lm, bar.update)
+            records = score([queries[i] for i in chunk], [rows_of[i] for i in chunk],
+                            [scores_of[i] for i in chunk], lm, bar.update)
             out.append([r for r in records if r.query_id not in out.done])
     finally:
         bar.close()
-    return out.path
 
 
 def _retrieve(queries: list[Example], corpus: Corpus, retriever: Any,
               n_candidates: int) -> tuple[list[list[int]], list[list[float]]]:
-    """Corpus rows and retriever scores of every query's candidates, best first, never the query."""
+    """Corpus rows and retriever scores of every query's candidates, best first, never the
+    query; the retriever is indexed on ``corpus`` first unless it already is."""
+    if getattr(retriever, "corpus", None) is not corpus:
+        retriever.index(corpus)
     found = retriever.search([q.text for q in queries], n_candidates + 1, exclude_self=True)
     rows_of, scores_of = [], []
     for query, rows, scores in zip(queries, found.rows, found.scores):
@@ -443,7 +526,10 @@ def _describe_retriever(spec: Any, retriever: Any) -> str:
     if isinstance(spec, (str, Path)):
         return str(spec)
     model = getattr(retriever, "model_spec", None)
-    return f"{retriever.kind}:{model}" if isinstance(model, (str, Path)) else str(retriever.kind)
+    name = f"{retriever.kind}:{model}" if isinstance(model, (str, Path)) else str(retriever.kind)
+    # A multi-task retriever finds other candidates under each task's instruction.
+    instruction = retriever.query_instruction() if hasattr(retriever, "query_instruction") else None
+    return f"{name} (query prompt {instruction!r})" if instruction else name
 
 
 def _describe_lm(lm: Any, dtype: str = "float32") -> str:

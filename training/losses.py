@@ -1,16 +1,20 @@
-"""A listwise loss that teaches a bi-encoder the LM's preferences over a query's candidates.
+"""Losses that teach a bi-encoder the LM's preferences over a query's candidates.
 
 Like sentence-transformers' losses: an ``nn.Module`` that takes the model and is
-called on the tokenized columns of a batch, ``(query, candidate_0 .. candidate_{L-1})``,
-with the LM scores of the candidates as labels, shape (batch, L).
+called on the tokenized columns of a batch, ``(query, candidate_0 .. candidate_{n-1})``,
+with labels: ``ListwiseDistillLoss`` takes the LM scores of the candidates, shape
+(batch, n); ``CEILLoss`` takes sampled subsets of the candidates and their LM
+scores, packed by ``pack_subsets`` into shape (batch, m, k + 1).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from ricl.selectors import DPP_SCALE
 
 
 class ListwiseDistillLoss(nn.Module):
@@ -79,3 +83,89 @@ class ListwiseDistillLoss(nn.Module):
     @property
     def citation(self) -> str:
         return "Wang et al. 2023, Learning to Retrieve In-Context Examples for Large Language Models"
+
+
+class CEILLoss(nn.Module):
+    """CEIL's set-level contrastive loss (Ye et al. 2023, "Compositional Exemplars for
+    In-context Learning"): the conditional DPP scores the sampled subsets of a query's
+    candidates in the order the LM scores them.
+
+    The kernel is ``ricl.selectors.dpp_kernel``, the one the DPP selector uses at
+    inference (``PromptBuilder(..., selector="dpp")``): with unit query and candidate
+    embeddings, relevance ``r_i = cos(query, c_i)``, quality
+    ``q_i = exp((r_i - max r) / (2 * scale))``, similarity ``S_ij = cos(c_i, c_j)`` (a
+    Gram matrix of unit vectors, so positive semi-definite) and ``L = diag(q) S diag(q)``.
+    A subset Y scores ``log det L_Y = sum_{i in Y} (r_i - max r) / scale + log det(S_Y + jitter*I)``;
+    the jitter keeps near-duplicate demos finite. The DPP's normaliser ``det(L + I)`` is the
+    same for every subset of a query and cancels in a ranking. (CEIL's own code maps
+    cosines to [0, 1] first; ricl's selector does not, and training matches inference.)
+
+    The ranking is CEIL's pairwise margin loss: per query, the subsets' DPP scores are
+    min-max normalised (the min and max taken without gradient, so a margin is a share
+    of the query's spread), and for each pair (a, b) that the LM ranks a above b,
+    strictly, with ``g`` places between them, the loss is
+    ``max(0, margin * g - (s_a - s_b))``, averaged over all such pairs in the batch.
+    (CEIL sums a mean per gap ``g``; averaging over pairs keeps the loss's size
+    independent of the number of subsets.)
+    """
+
+    def __init__(self, model: nn.Module, scale: float = DPP_SCALE, margin: float = 0.02,
+                 jitter: float = 1e-4):
+        super().__init__()
+        if not scale > 0 or margin < 0 or jitter < 0:
+            raise ValueError("CEILLoss needs scale > 0, margin >= 0 and jitter >= 0")
+        self.model = model
+        self.scale, self.margin, self.jitter = float(scale), float(margin), float(jitter)
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor) -> Tensor:
+        from sentence_transformers.base.losses.merged_forward import embed_columns
+
+        embeddings = embed_columns(self.model, sentence_features)
+        subsets, lm_scores = unpack_subsets(labels)
+        return self.loss_from_embeddings(embeddings[0], torch.stack(embeddings[1:], dim=1),
+                                         subsets, lm_scores)
+
+    def subset_log_dets(self, queries: Tensor, candidates: Tensor, subsets: Tensor) -> Tensor:
+        """``log det L_Y`` of every subset: ``queries`` (B, H), ``candidates`` (B, n, H),
+        ``subsets`` (B, m, k) indices into the candidates; returns (B, m)."""
+        queries = nn.functional.normalize(queries, dim=-1)
+        candidates = nn.functional.normalize(candidates, dim=-1)
+        relevance = torch.einsum("bh,bnh->bn", queries, candidates)
+        # The max is a constant shift, the same k * max / scale for every subset of a query.
+        log_quality_sq = (relevance - relevance.max(dim=-1, keepdim=True).values.detach()) / self.scale
+        similarity = candidates @ candidates.transpose(1, 2)
+        batch = torch.arange(len(subsets), device=subsets.device)[:, None, None, None]
+        block = similarity[batch, subsets[..., :, None], subsets[..., None, :]]
+        eye = torch.eye(subsets.shape[-1], dtype=block.dtype, device=block.device)
+        log_det_s = torch.linalg.slogdet(block + self.jitter * eye).logabsdet
+        return log_quality_sq.gather(1, subsets.flatten(1)).view(subsets.shape).sum(-1) + log_det_s
+
+    def loss_from_embeddings(self, queries: Tensor, candidates: Tensor, subsets: Tensor,
+                             lm_scores: Tensor) -> Tensor:
+        scores = self.subset_log_dets(queries, candidates, subsets)
+        low = scores.min(dim=-1, keepdim=True).values.detach()
+        high = scores.max(dim=-1, keepdim=True).values.detach()
+        scores = (scores - low) / (high - low).clamp_min(1e-6)
+        lm_scores = lm_scores.to(scores.dtype)
+        rank = lm_scores.argsort(dim=-1, descending=True).argsort(dim=-1)  # 0 = the LM's best
+        better = lm_scores[:, :, None] > lm_scores[:, None, :]  # [b, a, c]: a above c
+        gap = (rank[:, None, :] - rank[:, :, None]).to(scores.dtype)
+        hinge = torch.relu(self.margin * gap - (scores[:, :, None] - scores[:, None, :]))
+        if not better.any():
+            return scores.sum() * 0.0  # every subset tied: nothing to rank
+        return hinge[better].mean()
+
+    @property
+    def citation(self) -> str:
+        return "Ye et al. 2023, Compositional Exemplars for In-context Learning (CEIL)"
+
+
+def pack_subsets(subsets: Sequence[Sequence[int]], lm_scores: Sequence[float]) -> list[list[float]]:
+    """One query's subsets (m lists of k candidate indices) and their LM scores as the
+    (m, k + 1) label ``CEILLoss`` reads: a training row holds one label column."""
+    return [[float(i) for i in subset] + [float(score)] for subset, score in zip(subsets, lm_scores)]
+
+
+def unpack_subsets(labels: Tensor) -> tuple[Tensor, Tensor]:
+    """``pack_subsets``'s labels, batched (B, m, k + 1), as (subsets (B, m, k), LM scores (B, m))."""
+    return labels[..., :-1].round().long(), labels[..., -1]

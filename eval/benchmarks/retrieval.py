@@ -1,7 +1,7 @@
 """`python -m eval.benchmarks.retrieval`: how fast ricl retrieves and builds prompts,
 held against the per-query loops its peers run, in one process on one machine.
 
-1. BM25 top-10: ricl's batched ``BM25Retriever.search`` (bm25s, a sparse matrix)
+1. BM25 top-10: ricl's batched ``BM25Retriever.search`` (term-count postings, a sparse matrix)
    against OpenICL's loop (``rank_bm25.BM25Okapi.get_scores`` + argsort per query),
    both on ricl's tokenizer. Only querying is timed; index builds are reported apart.
 2. k-shot prompts: ricl's ``PromptBuilder.build_many`` (query encoding included)
@@ -134,13 +134,13 @@ def bench_bm25(corpus, queries: list[str], peer_queries: int, n: int = 10):
                        for i, top in enumerate(peer_tops)])
     task = f"BM25 top-{n}"
     timings = [
-        Timing(task, "ricl `BM25Retriever.search` (bm25s scores, one sparse matrix product per 256 queries)", len(queries),
+        Timing(task, "ricl `BM25Retriever.search` (one sparse matrix product per 256 queries)", len(queries),
                ricl_seconds, is_ricl=True),
         Timing(task, "OpenICL-style loop: `rank_bm25.BM25Okapi.get_scores` + argsort per query"
                f" (first {len(subset)} queries)", len(subset), peer_seconds),
     ]
     setups = [
-        Setup("ricl `BM25Retriever.index` (tokenize + bm25s + tf-idf rows)", ricl_index),
+        Setup("ricl `BM25Retriever.index` (tokenize + term counts)", ricl_index),
         Setup("rank_bm25 `BM25Okapi(...)` (tokenize + index)", peer_index),
     ]
     why = "" if overlap == 1 else " (ties, and rank_bm25's epsilon floor for negative IDF)"

@@ -20,7 +20,7 @@ Nothing is padded: when fewer distinct texts exist than asked for, the largest
 reachable size is measured and the report says so. Held-out queries are taken
 round-robin from the suites' test records and kept out of every corpus.
 
-For each size: BM25 (bm25s), dense exact (numpy) and dense Chroma (HNSW) are built,
+For each size: BM25, dense exact (numpy) and dense Chroma (HNSW) are built,
 saved and loaded back. Each build and each load runs in its own process, so memory is
 that of one index (current and peak RSS from ``/proc/self/status``). Latencies
 are per query, one query at a time: the raw ``search`` for k=8 (for dense: the index
@@ -910,7 +910,7 @@ def machine_info(threads: int | None, embed_dtype: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- report
 
-_RETRIEVER_NAMES = {"bm25": "BM25 (bm25s)", "dense-exact": "dense, exact numpy",
+_RETRIEVER_NAMES = {"bm25": "BM25", "dense-exact": "dense, exact numpy",
                     "dense-chroma": "dense, Chroma HNSW"}
 _STEP_NAMES = {"search": "`search`, top-{k} (index only, query vector given)",
                "bm25 search": "`search`, top-{k} (tokenise + score)",

@@ -24,19 +24,26 @@ N_TEST = 200
 DTYPE = "bfloat16"
 
 
+def run_rows(suite: str, out_dir: str | Path, lm, n_test: int = N_TEST,
+             progress: bool = True) -> None:
+    """One suite's headline rows with ``lm`` (resumable grid cells in ``out_dir``)."""
+    from eval.grid import run_grid
+
+    run_grid([suite], ["dense"], list(DENSE_SELECTORS), [0, K], SEEDS, n_test, out_dir,
+             lm=lm, progress=progress)
+    run_grid([suite], ["bm25"], ["similarity"], [K], SEEDS, n_test, out_dir, lm=lm,
+             progress=progress)
+
+
 def run(out_dir: str | Path, suites=SUITES, n_test: int = N_TEST,
         progress: bool = True) -> Path:
     """Run (or resume) the headline grid suite by suite; return the report path."""
-    from eval.grid import run_grid
     from eval.report import write_report
     from ricl.lm import TransformersLM
 
     lm = TransformersLM(dtype=DTYPE)
     for suite in suites:
-        run_grid([suite], ["dense"], list(DENSE_SELECTORS), [0, K], SEEDS, n_test, out_dir,
-                 lm=lm, progress=progress)
-        run_grid([suite], ["bm25"], ["similarity"], [K], SEEDS, n_test, out_dir, lm=lm,
-                 progress=progress)
+        run_rows(suite, out_dir, lm, n_test, progress)
     return write_report(Path(out_dir) / "results.jsonl")
 
 

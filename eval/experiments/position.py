@@ -262,8 +262,9 @@ def _run_condition(store: _Store, lm: Any, key: str, items: Sequence[Item],
 
 def run(out_dir: str | Path, n_questions: int = 100, distractors: Sequence[int] = (4, 9),
         lm: Any = None, seed: int = 0, max_new_tokens: int = 12,
-        placements: Sequence[str] = PLACEMENTS) -> Path:
-    """Run (or resume) the study; return the path of the Markdown report."""
+        placements: Sequence[str] = PLACEMENTS, lm_title: str = "SmolLM2-135M-Instruct") -> Path:
+    """Run (or resume) the study; return the path of the Markdown report. ``lm_title``
+    names the LM in the report (give each LM its own ``out_dir``)."""
     if lm is None:
         from ricl.lm import TransformersLM
 
@@ -310,14 +311,15 @@ def run(out_dir: str | Path, n_questions: int = 100, distractors: Sequence[int] 
                        lambda it: [it.retrieved[i][0] for i in by_id[it.id]], extra,
                        False, max_new_tokens)
     recall = float(np.mean([it.gold_rank is not None for it in items]))
-    return write_report(store, n_questions, seed, bias, expected, recall, n_docs)
+    return write_report(store, n_questions, seed, bias, expected, recall, n_docs, lm_title)
 
 
 # -- report --------------------------------------------------------------------------------
 
 
 def write_report(store: _Store, n_questions: int, seed: int, bias: float,
-                 expected: dict[float, float], recall: float, n_docs: int) -> Path:
+                 expected: dict[float, float], recall: float, n_docs: int,
+                 lm_title: str = "SmolLM2-135M-Instruct") -> Path:
     rows = [r for r in store.rows.values()
             if r["n_questions"] == n_questions and r["seed"] == seed]
     by = {r["key"].split("/q")[0]: r for r in rows}
@@ -334,9 +336,11 @@ def write_report(store: _Store, n_questions: int, seed: int, bias: float,
 
     lines = [f"# Lost in the middle: SQuAD multi-document QA ({n_questions} questions, seed {seed})",
              "", "Mean log-probability per token of the first accepted answer ± standard "
-             "error (higher is better). Default LM (SmolLM2-135M-Instruct, bfloat16), zero-shot; "
+             f"error (higher is better). LM: {lm_title} (bfloat16), zero-shot; "
              "distractors are BM25-hard and contain no accepted answer. "
-             "Reproduce: `python -m eval.experiments.position --out eval/results/position`.", "",
+             f"Reproduce: `python -m eval.experiments.position --questions {n_questions}"
+             + ("" if lm_title == "SmolLM2-135M-Instruct" else f" --lm {lm_title}")
+             + " --out OUT`.", "",
              f"- closed-book (no documents): {cell(closed)}",
              f"- oracle (gold paragraph only): {cell(oracle)}", "",
              "## Gold position sweep", "",
@@ -372,7 +376,7 @@ def write_report(store: _Store, n_questions: int, seed: int, bias: float,
                   "| bias | " + " | ".join(str(b) for b in expected) + " |",
                   "|---|" + "---|" * len(expected),
                   "| expected log-prob | " + " | ".join(f"{v:.3f}" for v in expected.values()) + " |"]
-    plots = _plots(store, rows, closed, oracle, sweeps, n_docs)
+    plots = _plots(store, rows, closed, oracle, sweeps, n_docs, lm_title)
     lines += ["", *[f"![{p.stem}]({p.name})" for p in plots]]
     path = store.out_dir / "position.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
@@ -396,7 +400,7 @@ def _paired(store: _Store, base: dict, row: dict) -> str:
     return "—" if change is None else f"{change[0]:+.3f} ± {change[1]:.3f}"
 
 
-def _plots(store: _Store, rows, closed, oracle, sweeps, n_docs) -> list[Path]:
+def _plots(store: _Store, rows, closed, oracle, sweeps, n_docs, lm_title) -> list[Path]:
     """The sweep curve (absolute, with closed-book and oracle lines) and the placements
     as paired changes against retrieval order (unpaired error bars would hide them)."""
     import matplotlib
@@ -419,7 +423,7 @@ def _plots(store: _Store, rows, closed, oracle, sweeps, n_docs) -> list[Path]:
             ax.axhline(row["answer_logprob"], linestyle=style, color="grey", label=name)
     ax.set_xlabel("position of the gold paragraph (1 = first, next to the instruction)")
     ax.set_ylabel("gold answer log-prob per token")
-    ax.set_title("SQuAD multi-document QA, SmolLM2-135M")
+    ax.set_title(f"SQuAD multi-document QA, {lm_title}")
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     paths.append(out_dir / "position_curve.png")
@@ -456,9 +460,18 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True,
                         help="results directory (the published run: eval/results/position)")
+    parser.add_argument("--lm", default=None, metavar="NAME_OR_DIR",
+                        help="a packaged model (smollm2-135m, the default; gemma3-270m) or a "
+                             "transformers model directory, in bfloat16")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    print(run(args.out, args.questions, args.distractors, seed=args.seed))
+    lm = None
+    if args.lm is not None:
+        from ricl.lm import TransformersLM
+
+        lm = TransformersLM(args.lm, progress=True, dtype="bfloat16")
+    print(run(args.out, args.questions, args.distractors, lm=lm, seed=args.seed,
+              **({"lm_title": args.lm} if args.lm else {})))
 
 
 if __name__ == "__main__":

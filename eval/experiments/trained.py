@@ -42,7 +42,7 @@ N_TEST, POOL_SIZE, SPLIT_SEED, K = 200, 5000, 0, 8
 DTYPE = "bfloat16"
 
 
-def _work_dir() -> Path:
+def work_dir() -> Path:
     from ricl.models import ricl_home
 
     return ricl_home() / "experiments" / "trained"
@@ -52,34 +52,24 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
               lm, progress: bool = True, second_round: Sequence[str] = ()) -> dict:
     from eval.grid import run_grid
     from eval.suites import load_suite
-    from training.feedback import score_candidates
-    from training.train import read_card, train_retriever
+    from training.train import read_card
 
     suite = load_suite(name, n_test=N_TEST, pool_size=POOL_SIZE, seed=SPLIT_SEED)
     corpus = suite.corpus()
-    clock = _WallClock(work / name / f"wall-seconds-q{n_queries}-L{n_candidates}.json")
-    with clock("score"):
-        feedback = score_candidates(corpus, list(corpus)[:n_queries], suite.template,
-                                    work / name / f"feedback-q{n_queries}-L{n_candidates}.jsonl",
-                                    n_candidates=n_candidates, lm=lm, progress=progress)
+    clock = wall_clock(work, name, n_queries, n_candidates)
+    feedback = scored_feedback(suite, corpus, n_queries, n_candidates, work, lm, progress)
     retrievers = {"base": "dense"}
     cards = {}
     for loss in LOSSES:
-        with clock(f"train {loss}"):
-            model = train_retriever(feedback, corpus, work / name / f"{loss}-q{n_queries}",
-                                    loss=loss, progress=progress)
+        model = trained_retriever(feedback, corpus, name, loss, n_queries, n_candidates, work, progress)
         retrievers[loss] = str(model)
         cards[loss] = read_card(model)
     for loss in second_round:  # iterative mining: candidates from the round-1 retriever
         round_two = f"{loss}-r2"
-        mined_path = work / name / f"feedback-r2-{loss}-q{n_queries}-L{n_candidates}.jsonl"
-        with clock(f"score {round_two}"):
-            mined = score_candidates(corpus, list(corpus)[:n_queries], suite.template, mined_path,
-                                     retriever=retrievers[loss], n_candidates=n_candidates, lm=lm,
-                                     progress=progress)
-        with clock(f"train {round_two}"):
-            model = train_retriever(mined, corpus, work / name / f"{round_two}-q{n_queries}",
-                                    base_model=retrievers[loss], loss=loss, progress=progress)
+        mined = scored_feedback(suite, corpus, n_queries, n_candidates, work, lm, progress,
+                                retriever=retrievers[loss], round_two_of=loss)
+        model = trained_retriever(mined, corpus, name, loss, n_queries, n_candidates, work, progress,
+                                  base_model=retrievers[loss], tag=round_two)
         retrievers[round_two] = str(model)
         cards[round_two] = read_card(model)
     with clock("evaluate"):
@@ -90,6 +80,40 @@ def run_suite(name: str, n_queries: int, n_candidates: int, out_dir: Path, work:
                          if r["method"].endswith("knn-vote")},
             "feedback": label_agreement(feedback, {r["id"]: r["label"] for r in suite.pool}),
             "cards": cards, "seconds": clock.totals()}
+
+
+def wall_clock(work: Path, name: str, n_queries: int, n_candidates: int) -> _WallClock:
+    """The wall times of one suite's feedback and retrievers, shared by every study that
+    builds them at these settings (``eval.experiments.ceil_udr`` reuses them)."""
+    return _WallClock(work / name / f"wall-seconds-q{n_queries}-L{n_candidates}.json")
+
+
+def scored_feedback(suite, corpus, n_queries: int, n_candidates: int, work: Path, lm,
+                    progress: bool, retriever="bm25", round_two_of: str | None = None) -> Path:
+    """The suite's first ``n_queries`` pool examples, each with ``n_candidates`` candidates
+    scored by the LM (resumed where it stopped, done at once if it is done); round two's
+    candidates come from the round-one retriever of the loss ``round_two_of``."""
+    from training.feedback import score_candidates
+
+    tag = f"r2-{round_two_of}-" if round_two_of else ""
+    clock = wall_clock(work, suite.name, n_queries, n_candidates)
+    with clock(f"score {round_two_of}-r2" if round_two_of else "score"):
+        return score_candidates(corpus, list(corpus)[:n_queries], suite.template,
+                                work / suite.name / f"feedback-{tag}q{n_queries}-L{n_candidates}.jsonl",
+                                retriever=retriever, n_candidates=n_candidates, lm=lm,
+                                progress=progress)
+
+
+def trained_retriever(feedback: Path, corpus, name: str, loss: str, n_queries: int,
+                      n_candidates: int, work: Path, progress: bool, base_model=None,
+                      tag: str | None = None) -> Path:
+    """The retriever trained with ``loss`` on ``feedback`` (one epoch), resumed or found done."""
+    from training.train import train_retriever
+
+    tag = tag or loss
+    with wall_clock(work, name, n_queries, n_candidates)(f"train {tag}"):
+        return train_retriever(feedback, corpus, work / name / f"{tag}-q{n_queries}", loss=loss,
+                               base_model=base_model, progress=progress)
 
 
 def label_agreement(feedback: Path, labels: dict[str, str]) -> dict[str, float]:
@@ -157,19 +181,25 @@ def _p(value: float, prose: bool = False) -> str:
     return f"= {value:.3f}" if prose else f"{value:.3f}"
 
 
-def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
-                  n_candidates: int) -> Path:
+def paired_test(out_dir: Path, row_a: dict, row_b: dict):
+    """The exact McNemar test of two grid rows on the test items both predicted."""
     from eval import metrics
     from ricl.jsonl_store import read_jsonl
-    from ricl.io import atomic_write_text
 
     def correct(row):
         return {p["id"]: bool(p["correct"]) for p in read_jsonl(out_dir / row["predictions"])}
 
+    a, b = correct(row_a), correct(row_b)
+    ids = sorted(a.keys() & b.keys())
+    return metrics.mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])
+
+
+def write_summary(results: Sequence[dict], out_dir: Path, n_queries: int,
+                  n_candidates: int) -> Path:
+    from ricl.io import atomic_write_text
+
     def paired(row_a, row_b):
-        a, b = correct(row_a), correct(row_b)
-        ids = sorted(a.keys() & b.keys())
-        return metrics.mcnemar_exact([a[i] for i in ids], [b[i] for i in ids])
+        return paired_test(out_dir, row_a, row_b)
 
     def title(name):
         if name.endswith("-r2"):
@@ -269,7 +299,7 @@ def main(argv=None) -> None:
     from ricl.lm import TransformersLM
 
     lm = TransformersLM(dtype=DTYPE)
-    out_dir, work = Path(args.out), _work_dir()
+    out_dir, work = Path(args.out), work_dir()
     results = []
     for name in args.suite:  # the summary is rewritten after each suite
         second = args.second_round if name in (args.second_round_suites or args.suite) else ()
