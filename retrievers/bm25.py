@@ -10,14 +10,16 @@ the number of documents and each term's document frequency, length normalisation
 average document length), so an eager matrix of per-term scores, as bm25s keeps, would go
 stale with every added document. Here the index keeps only what is local to a document,
 its term counts (a documents x terms sparse matrix, one row per corpus row, plus the
-vocabulary). A change tokenises only its fresh documents and splices their rows in; the
-corpus-wide statistics (term-major postings, document lengths, average length, IDF) are
-derived from the counts once per version, on the first search after a change: the
-postings with their term-frequency weights (which hold the average length), in a few
-vectorised passes over the counts, no Python loop over documents. IDF is applied on the
-query's side at query time, so a query is still a sum of rows. Every search scores with
-exactly the statistics of the current corpus: the results equal those of an index built
-from scratch on it (same rows; scores equal up to float summation order, ~1e-15).
+vocabulary), in two layouts: by document (for a document's tf-idf vector) and by term
+(the postings a query reads). A change tokenises only its fresh documents and splices
+their entries into both, in vectorised passes, no Python loop over documents. The
+corpus-wide statistics (document frequencies, average length, IDF, each posting's
+term-frequency weight, which holds the average length) are derived once per version, on
+the first search after a change. IDF is applied on the query's side at query time, so a
+query is still a sum of rows. Each query sums its terms in the order of the terms' text,
+not of their column numbers (which depend on the order in which the vocabulary grew), so
+the scores are bit for bit those of an index built from scratch on the same corpus, and
+so are the rows.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class BM25Retriever(RetrieverBase):
         self._stop = _stopwords() if stopwords else frozenset()
         self._counts: sp.csr_matrix | None = None  # documents x terms, term counts
         self._lengths: np.ndarray | None = None  # tokens per document
+        self._postings: sp.csr_matrix | None = None  # terms x documents, the same counts
         self._vocab: dict[str, int] = {}
         self._statistics: _Statistics | None = None
         self._statistics_lock = threading.Lock()
@@ -130,25 +133,30 @@ class BM25Retriever(RetrieverBase):
         counts = count_matrix(self._document_tokens(corpus.texts()), vocab)
         with self._rw.write():
             self._set_corpus(corpus)
-            self._vocab, self._counts, self._statistics = vocab, counts, None
-            self._lengths = document_lengths(counts)
+            self._set_counts(vocab, counts)
         return self
 
     # -- changes ------------------------------------------------------------------------
     def stage(self, change: CorpusChange) -> list[list[str]]:
         return self._document_tokens(super().stage(change))
 
+    def _set_counts(self, vocab: dict[str, int], counts: sp.csr_matrix) -> None:
+        self._vocab, self._counts, self._statistics = vocab, counts, None
+        self._lengths = document_lengths(counts)
+        self._postings = counts.T.tocsr()
+
     def _apply(self, change: CorpusChange, staged: list[list[str]]) -> None:
         fresh = count_matrix(staged, self._vocab)  # the vocabulary only grows
         old = widen(self._counts, len(self._vocab))
         lengths = np.concatenate([self._lengths, document_lengths(fresh)])
         if not len(change.fresh):  # removals only
-            self._counts = old[change.gather]
+            counts = old[change.gather]
         else:
             counts = sp.vstack([old, fresh], format="csr")
-            self._counts = counts if change.is_append else counts[change.gather]
+            counts = counts if change.is_append else counts[change.gather]
+        postings = edit_postings(self._postings, change, fresh)
+        self._counts, self._postings, self._statistics = counts, postings, None
         self._lengths = lengths if change.is_append else lengths[change.gather]
-        self._statistics = None
 
     def _stats(self) -> _Statistics:
         """The corpus-wide statistics of the current counts, derived once per version."""
@@ -156,8 +164,8 @@ class BM25Retriever(RetrieverBase):
         if stats is None:
             with self._statistics_lock:
                 if self._statistics is None:
-                    self._statistics = derive_statistics(self._counts, self._lengths, self.k1,
-                                                         self.b, self.method)
+                    self._statistics = derive_statistics(self._postings, self._lengths,
+                                                         self.k1, self.b, self.method)
                 stats = self._statistics
         return stats
 
@@ -261,8 +269,7 @@ class BM25Retriever(RetrieverBase):
                                  f"{len(terms) if isinstance(terms, list) else '?'} terms. "
                                  "Rebuild it.")
         retriever._set_corpus(corpus)
-        retriever._counts, retriever._lengths = counts, document_lengths(counts)
-        retriever._vocab = {term: column for column, term in enumerate(terms)}
+        retriever._set_counts({term: column for column, term in enumerate(terms)}, counts)
         return retriever
 
 
@@ -293,19 +300,51 @@ def document_lengths(counts: sp.csr_matrix) -> np.ndarray:
         if counts.shape[0] else np.zeros(0, dtype=np.float32)
 
 
-def derive_statistics(counts: sp.csr_matrix, lengths: np.ndarray, k1: float, b: float,
+def edit_postings(postings: sp.csr_matrix, change: CorpusChange,
+                  fresh: sp.csr_matrix) -> sp.csr_matrix:
+    """The postings (terms x documents) after ``change``, without transposing the counts
+    again: entries of removed or replaced documents are dropped and the others renumbered
+    (one vectorised pass), and each term's entries of the fresh documents (``fresh``:
+    their counts, one row each) are inserted at the end of its row. A row's entries need
+    not be in document order: a query's score sums over its terms, not over a row."""
+    n_terms = fresh.shape[1]
+    indptr = np.concatenate([postings.indptr, np.full(n_terms - postings.shape[0],
+                                                      postings.indptr[-1])])
+    indices, data = postings.indices, postings.data
+    if not change.is_append:
+        continuing = np.ones(len(change.new), dtype=bool)
+        continuing[change.fresh] = False
+        new_row = np.full(len(change.old), -1, dtype=indices.dtype)
+        new_row[change.origin[continuing]] = np.flatnonzero(continuing)
+        indices = new_row[indices]
+        keep = indices >= 0
+        dropped = np.flatnonzero(~keep)  # few: the changed documents' entries
+        per_term = np.bincount(np.searchsorted(indptr, dropped, side="right") - 1,
+                               minlength=n_terms)
+        indices, data = indices[keep], data[keep]
+        indptr = indptr - np.concatenate([[0], np.cumsum(per_term)])
+    if fresh.nnz:
+        by_term = fresh.T.tocsr()
+        per_term = np.diff(by_term.indptr)
+        at = np.repeat(indptr[1:], per_term)  # the end of each term's row
+        indices = np.insert(indices, at, change.fresh[by_term.indices].astype(indices.dtype))
+        data = np.insert(data, at, by_term.data)
+        indptr = indptr + np.concatenate([[0], np.cumsum(per_term)])
+    return sp.csr_matrix((data, indices, indptr), shape=(n_terms, len(change.new)))
+
+
+def derive_statistics(postings: sp.csr_matrix, lengths: np.ndarray, k1: float, b: float,
                       method: str) -> _Statistics:
     """Weighted postings and IDF of the corpus whose term counts these are (float32,
     as bm25s keeps them)."""
-    n = counts.shape[0]
-    by_term = counts.T.tocsr()
-    df = np.diff(by_term.indptr).astype(np.float64)  # one entry per (term, document)
+    n = postings.shape[1]
+    df = np.diff(postings.indptr).astype(np.float64)  # one entry per (term, document)
     average = float(lengths.sum(dtype=np.float64)) / n
     norm = (k1 * ((1.0 - b) + b * lengths.astype(np.float64) / average)).astype(np.float32)
-    weights = term_frequency_weight(by_term.data, norm[by_term.indices], method, k1)
+    weights = term_frequency_weight(postings.data, norm[postings.indices], method, k1)
     return _Statistics(weights=sp.csr_matrix((weights.astype(np.float32, copy=False),
-                                              by_term.indices, by_term.indptr),
-                                             shape=by_term.shape),
+                                              postings.indices, postings.indptr),
+                                             shape=postings.shape),
                        idf=_IDF[method](df, n).astype(np.float32),
                        idf_lucene=idf_lucene(df, n), df=df)
 

@@ -79,3 +79,36 @@ def test_kendall_tau_compares_the_methods_both_models_ran():
     assert kendall(a, same_order, "s")["methods"] == ["m1", "m2", "m3", "m4"]
     assert kendall(a, reversed_order, "s")["tau"] == -1.0
     assert kendall(a, reversed_order, "s")["best"] == ["m4", "m1"]
+
+
+def test_order_section_tests_each_order_against_similar_last_per_model(tmp_path):
+    from eval.experiments.crossmodel import MODELS, ORDERS
+    from eval.experiments.crossmodel_report import _order_section
+
+    n = 40
+    correct = {"similar-last": [i < 30 for i in range(n)],
+               "similar-first": [i < 20 for i in range(n)],  # breaks 10, fixes none
+               "random": [i < 30 for i in range(n)]}
+    for model in MODELS:
+        run = tmp_path / "order" / model
+        run.mkdir(parents=True)
+        lines = []
+        for order in ORDERS:
+            path = f"{order}.jsonl"
+            (run / path).write_text("".join(json.dumps({"id": i, "correct": c}) + "\n"
+                                            for i, c in enumerate(correct[order])))
+            row = {"suite": "trec", "selector": "similarity", "value": sum(correct[order]) / n,
+                   "predictions": path}
+            if order != "similar-last":  # rows from before the order key read as the default
+                row["order"] = order
+            lines.append(json.dumps(row) + "\n")
+        # the same run's LM-free kNN vote (written in the default order) is not a row here
+        lines.append(json.dumps({"suite": "trec", "selector": "knn-vote", "value": 0.1,
+                                 "predictions": "similar-last.jsonl"}) + "\n")
+        (run / "results.jsonl").write_text("".join(lines))
+    data = {"order": {}}
+    text = "\n".join(_order_section(tmp_path, ["trec", "sst2"], data))
+    assert "| trec | SmolLM2-135M-Instruct | 0.750 | 0.500 | 0.750 | -25.0 (0.002) | +0.0 (1.000) |" \
+        in text
+    assert "sst2" not in text  # a suite without every order for both models is left out
+    assert data["order"]["trec"]["gemma3-270m"]["accuracy"]["similar-first"] == 0.5

@@ -10,6 +10,7 @@ from eval.grid import KEY_FIELDS, RESULTS, plan_cells, read_jsonl, row_key, run_
 from eval.metrics import knn_vote
 from eval.report import write_report
 from eval.suites import load_suite
+from ricl.errors import ConfigError
 
 GRID = dict(retrievers=["bm25"], selectors=["similarity", "random"], ks=[0, 2], seeds=2,
             n_test=8, pool_size=200, progress=False)
@@ -93,6 +94,24 @@ def test_plan_runs_zero_shot_once_and_seeds_only_for_random():
     assert len({c.key for c in both}) == len({c.name for c in both}) == 4
     old_row = {name: getattr(both[1], name) for name in KEY_FIELDS if name != "format"}
     assert row_key(old_row) == both[1].key  # a row from before formats reads as text
+
+    orders = plan_cells([SuiteRun(suite, 1, {"dense": "dense"})], ["dense"], ["similarity"],
+                        [0, 8], [0], n_test=1, calibrate=False, normalize="sum",
+                        orders=["similar-last", "similar-first"])
+    assert [c.method for c in orders] == [
+        "majority", "zero-shot", "dense + similarity", "dense + similarity (similar-first)",
+        "dense + knn-vote"]  # an order is an LM cell with demos' dimension, not zero-shot's
+    assert len({c.key for c in orders}) == len({c.name for c in orders}) == 5
+    assert orders[2].name == both[1].name  # the default order keeps the files it had
+    older = {name: getattr(orders[2], name) for name in KEY_FIELDS if name != "order"}
+    assert row_key(older) == orders[2].key  # a row from before orders reads as similar-last
+
+
+def test_grid_refuses_an_unknown_order(tmp_path):
+    with pytest.raises(ConfigError, match="order='best-first' is unknown"):
+        run_grid(["trec"], ["bm25"], ["similarity"], [8], 1, 8, tmp_path / "grid",
+                 order=["similar-last", "best-first"])
+    assert not (tmp_path / "grid").exists()  # refused before anything is written
 
 
 @pytest.mark.lm

@@ -1,6 +1,7 @@
 """Label scoring through vLLM with its automatic prefix caching on and off, beside in-process ricl.
 
-    python -m eval.benchmarks.vllm_prefix [--prompts 200] [--limit N] [-k 8] [--out table.md]
+    python -m eval.benchmarks.vllm_prefix [--prompts 200] [--limit N] [--echo-limit N] [-k 8]
+        [--out table.md]
 
 The prompts are ricl's own k-shot TREC prompts (dense similarity, ``load_suite("trec",
 n_test=N, seed=0)``); the continuations are the six label words. In one run:
@@ -17,11 +18,14 @@ Each server is warmed up first (its first request compiles, 25-45 s); the warm-u
 reported apart. vLLM 0.32 does not read its prefix cache for a request that asks for
 prompt log-probs (``SamplingParams.skip_reading_prefix_cache``: cached blocks would
 return no logits), so echo scoring cannot gain from it; the table measures that.
+``--echo-limit`` scores only the first N prompts with echo (about 1.3 s a prompt on two
+busy cores, six requests each); rates are per prompt, so the ratios stay comparable.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -41,6 +45,16 @@ def build_prompts(n_prompts: int, k: int) -> tuple[list[str], list[str]]:
     return [p.text for p in builder.build_many(queries)], [" " + label for label in suite.labels]
 
 
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def timed(fn):
     started = time.perf_counter()
     out = fn()
@@ -52,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--limit", type=int, help="score only the first N prompts (echo scoring sends "
                         "one request per prompt and label: about 1.3 s a prompt on 2 busy cores)")
+    parser.add_argument("--echo-limit", type=int,
+                        help="score only the first N prompts with echo (the slow mode)")
     parser.add_argument("-k", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--python", help="the vLLM interpreter (default: .venv-vllm/bin/python)")
@@ -66,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     local = ricl.TransformersLM()
     local.score_choices(prompts[:2], choices)  # load and warm up
     reference, seconds = timed(lambda: local.score_choices(prompts, choices))
-    rows = [("ricl in-process (TransformersLM)", "-", "-", seconds, None, None)]
+    rows = [("ricl in-process (TransformersLM)", "-", "-", seconds, None, len(prompts))]
     warmups = []
     for caching in ("on", "off"):
         flag = "--enable-prefix-caching" if caching == "on" else "--no-enable-prefix-caching"
@@ -77,23 +93,28 @@ def main(argv: list[str] | None = None) -> int:
                 _, warm = timed(lambda: lm.score_choices(prompts[:1], choices))
                 warmups.append(f"{caching}/{scoring}: start {server.start_seconds:.0f} s, "
                                f"first request {warm:.1f} s")
-                scores, seconds = timed(lambda: lm.score_choices(prompts, choices))
+                n = min(args.echo_limit or len(prompts), len(prompts)) \
+                    if scoring == "echo" else len(prompts)
+                scores, seconds = timed(lambda: lm.score_choices(prompts[:n], choices))
+                ref = reference[:n]
                 finite = np.isfinite(scores)
-                gap = float(np.max(np.abs(scores - reference)[finite])) if finite.any() else float("nan")
-                same = float(np.mean(scores.argmax(1) == reference.argmax(1)))
-                rows.append((f"vLLM {scoring}", caching, f"{gap:.1e}", seconds, same, lm))
+                gap = float(np.max(np.abs(scores - ref)[finite])) if finite.any() else float("nan")
+                same = float(np.mean(scores.argmax(1) == ref.argmax(1)))
+                rows.append((f"vLLM {scoring}", caching, f"{gap:.1e}", seconds, same, n))
                 lm.close()
 
-    base = rows[0][3]
-    echo_off = next(r[3] for r in rows if r[0] == "vLLM echo" and r[1] == "off")
+    base = rows[0][5] / rows[0][3]
+    echo_off = next(n / seconds for name, caching, _, seconds, _, n in rows
+                    if name == "vLLM echo" and caching == "off")
     lines = [f"{len(prompts)} of {args.prompts} TREC {args.k}-shot prompts x {len(choices)} labels; "
-             f"{platform.processor() or platform.machine()}, float32.", "",
-             "| scorer | prefix caching | wall s | prompts/s | vs in-process | vs echo, caching off "
-             "| max abs diff | same argmax |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, caching, gap, seconds, same, _ in rows:
-        lines.append(f"| {name} | {caching} | {seconds:.1f} | {len(prompts) / seconds:.2f} | "
-                     f"{base / seconds:.2f}x | {echo_off / seconds:.2f}x | {gap} | "
+             f"{_cpu()}, {os.cpu_count()} cores, load average at the end "
+             f"{os.getloadavg()[0]:.1f}; float32; ratios are of prompts/s.", "",
+             "| scorer | prefix caching | prompts | wall s | prompts/s | vs in-process "
+             "| vs echo, caching off | max abs diff | same argmax |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, caching, gap, seconds, same, n in rows:
+        lines.append(f"| {name} | {caching} | {n} | {seconds:.1f} | {n / seconds:.2f} | "
+                     f"{n / seconds / base:.2f}x | {n / seconds / echo_off:.2f}x | {gap} | "
                      f"{'-' if same is None else f'{same:.0%}'} |")
     lines += ["", "Warm-up (not in the table): " + "; ".join(warmups) + ".",
               "first-token scores a label by its first token among the top 20 (-inf when absent), "

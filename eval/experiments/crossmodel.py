@@ -1,7 +1,7 @@
 """What holds across models: the headline rows with Gemma 3 270M beside SmolLM2.
 
     python -m eval.experiments.crossmodel --out eval/results/crossmodel [--suite trec ...]
-        [--transfer-suite trec] [--queries 1000] [-L 20]
+        [--transfer-suite trec] [--queries 300] [--order-suite trec sst2]
 
 1. grid: the headline rows (zero-shot, random x3 seeds, BM25 similarity, dense
    similarity, DPP, MMR, coverage, VoteK, and the LM-free kNN vote) on TREC, AG News,
@@ -11,11 +11,17 @@
    demonstrations.
 2. transfer (``--transfer-suite``): the EPR (contrastive) retriever trained on
    SmolLM2's feedback and one trained on Gemma's own feedback, same protocol as
-   ``eval.experiments.trained`` (``--queries`` pool queries, default 1,000; 20 BM25
-   candidates; one epoch),
+   ``eval.experiments.trained`` except for the number of pool queries (``--queries``,
+   default 300, where that study uses 1,000: scoring 20 candidates for each takes the
+   LM about 15 minutes per 300 queries on two shared cores, and both LMs get the same
+   number); 20 BM25 candidates; one epoch,
    each evaluated with Gemma against the base embedder (dense similarity, k=8),
    written to ``OUT/transfer/``.
-3. summary: ``OUT/crossmodel.md`` (+ ``crossmodel.json`` and ``ranks.png``):
+3. order (``--order-suite``, default TREC and SST-2): dense similarity, k=8, with the
+   demos most similar last (the default), most similar first, and in random order, with
+   each model, written to ``OUT/order/<model>/``: does the recency effect SmolLM2 shows
+   (``eval.experiments.position``) hold for Gemma's few-shot prompts?
+4. summary: ``OUT/crossmodel.md`` (+ ``crossmodel.json`` and ``models.png``):
    accuracy side by side, Kendall's tau between the two models' rankings of the LM
    methods per suite, which findings survive, the transfer table with McNemar tests,
    and zero-/few-shot label bias (per-label prediction counts).
@@ -38,7 +44,9 @@ SUITES = ("trec", "agnews", "sst2", "csqa")
 MODELS = ("smollm2-135m", "gemma3-270m")
 NEW_MODEL = "gemma3-270m"
 DTYPE = "bfloat16"
-N_QUERIES, N_CANDIDATES = 1000, 20
+N_QUERIES, N_CANDIDATES = 300, 20
+ORDERS = ("similar-last", "similar-first", "random")
+ORDER_SUITES = ("trec", "sst2")
 HEADLINE = Path(__file__).resolve().parents[1] / "results" / "headline"
 
 
@@ -84,10 +92,24 @@ def run_transfer(name: str, lms: dict, out_dir: Path, n_queries: int = N_QUERIES
                     split_seed=SPLIT_SEED)
 
 
+def run_orders(lms: dict, out_dir: Path, suites: Sequence[str],
+               progress: bool = True) -> None:
+    """Dense similarity, k=8, in each of ``ORDERS``, with each model."""
+    from eval.experiments.trained import N_TEST, POOL_SIZE, SPLIT_SEED, K
+    from eval.grid import run_grid
+
+    for model in MODELS:
+        run_grid(list(suites), ["dense"], ["similarity"], [K], 1, N_TEST,
+                 out_dir / "order" / model, lm=lms[model], progress=progress,
+                 pool_size=POOL_SIZE, split_seed=SPLIT_SEED, order=ORDERS)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", nargs="+", default=list(SUITES))
     parser.add_argument("--transfer-suite", nargs="*", default=["trec"])
+    parser.add_argument("--order-suite", nargs="*", default=list(ORDER_SUITES),
+                        help="suites for the demo-order comparison (none: skip it)")
     parser.add_argument("--out", required=True,
                         help="results directory (the published run: eval/results/crossmodel)")
     parser.add_argument("--headline", default=str(HEADLINE),
@@ -110,9 +132,12 @@ def main(argv=None) -> None:
             run_grid_for(lms[NEW_MODEL], out / NEW_MODEL, args.suite, progress=not args.quiet)
         for name in args.transfer_suite:
             run_transfer(name, lms, out, args.queries, progress=not args.quiet)
+        if args.order_suite:
+            run_orders(lms, out, args.order_suite, progress=not args.quiet)
     from eval.experiments.crossmodel_report import write_summary
 
-    print(write_summary(out, Path(args.headline), args.suite, args.transfer_suite, args.queries))
+    print(write_summary(out, Path(args.headline), args.suite, args.transfer_suite, args.queries,
+                        args.order_suite))
 
 
 if __name__ == "__main__":

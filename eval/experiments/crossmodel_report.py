@@ -109,7 +109,8 @@ def _bias(counts: dict[str, int]) -> float:
 
 
 def write_summary(out: Path, headline: Path, suites: Sequence[str],
-                  transfer_suites: Sequence[str], n_queries: int = 1000) -> Path:
+                  transfer_suites: Sequence[str], n_queries: int = 300,
+                  order_suites: Sequence[str] = ()) -> Path:
     from eval.suites import load_suite
     from ricl.io import publish_files, staging_dir
 
@@ -125,7 +126,7 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
                           f"rows for both models yet; run the grid first (without --summary-only).")
     suites = complete
     data: dict[str, Any] = {"suites": suites, "kendall": {}, "findings": {}, "copying": {},
-                            "bias": {}, "transfer": {}}
+                            "bias": {}, "transfer": {}, "order": {}}
     lines = ["# What holds across models: SmolLM2-135M-Instruct and Gemma 3 270M", "",
              "The headline rows (k = 8, 200 test items, pool 5,000, split seed 0, bfloat16) "
              "with each LM; the retrievers, selectors and demonstrations are the same, only "
@@ -225,6 +226,7 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
                          + " ".join(f"{k} {v}" for k, v in z.items()) + f" | {_bias(z):.2f} | "
                          + " ".join(f"{k} {v}" for k, v in s.items()) + f" | {_bias(s):.2f} |")
 
+    lines += _order_section(out, order_suites, data)
     lines += _transfer_section(out, transfer_suites, data, n_queries)
     with staging_dir(out) as staging:
         plot = _plot(entries, suites, staging / "models.png")
@@ -236,6 +238,43 @@ def write_summary(out: Path, headline: Path, suites: Sequence[str],
     return out / "crossmodel.md"
 
 
+def _order_section(out: Path, order_suites: Sequence[str], data: dict) -> list[str]:
+    """Accuracy of the same k = 8 demos in each order, per model, against similar-last."""
+    from eval.experiments.crossmodel import ORDERS
+    from ricl.jsonl_store import read_jsonl
+
+    rows = {}
+    for model in MODELS:
+        results = out / "order" / model / "results.jsonl"
+        for r in read_jsonl(results) if results.exists() else ():
+            if r["selector"] == "similarity":  # not the LM-free kNN vote of the same demos
+                rows[(model, r["suite"], r.get("order", ORDERS[0]))] = r
+    suites = [s for s in order_suites
+              if all((m, s, o) in rows for m in MODELS for o in ORDERS)]
+    if not suites:
+        return []
+    lines = ["", "## Does demo order matter alike? (dense similarity, k = 8)", "",
+             "The same 8 demonstrations per item, placed with the most similar last (next to "
+             "the query, ricl's default), first, or in a random order. Change: accuracy "
+             "points against similar-last; p: exact McNemar test on the same 200 items.", "",
+             "| suite | model | " + " | ".join(ORDERS) + " | " + " | ".join(
+                 f"{o}: change (p)" for o in ORDERS[1:]) + " |",
+             "|---|---|" + "---|" * (2 * len(ORDERS) - 1)]
+    for suite in suites:
+        for model in MODELS:
+            run_dir = out / "order" / model
+            base = rows[(model, suite, ORDERS[0])]
+            found = {o: rows[(model, suite, o)]["value"] for o in ORDERS}
+            tests = {o: _mcnemar(run_dir, base, rows[(model, suite, o)]) for o in ORDERS[1:]}
+            data["order"].setdefault(suite, {})[model] = {
+                "accuracy": found, "p": {o: t.p_value for o, t in tests.items()}}
+            lines.append(f"| {suite} | {TITLES[model]} | "
+                         + " | ".join(f"{found[o]:.3f}" for o in ORDERS) + " | "
+                         + " | ".join(f"{100 * (found[o] - found[ORDERS[0]]):+.1f} "
+                                      f"({_p(tests[o].p_value)})" for o in ORDERS[1:]) + " |")
+    return lines
+
+
 def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
                       n_queries: int) -> list[str]:
     from ricl.jsonl_store import read_jsonl
@@ -245,14 +284,18 @@ def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
         return []
     rows = {(r["suite"], r["retriever"]): r for r in read_jsonl(results)
             if r["method"].endswith("similarity")}
+    votes = {(r["suite"], r["retriever"]): r["value"] for r in read_jsonl(results)
+             if r["method"].endswith("knn-vote")}
     lines = ["", "## Does a retriever trained on one LM's feedback help another?", "",
              "EPR (contrastive) retrievers trained as in `eval.experiments.trained` "
              f"({n_queries:,} pool queries, 20 BM25 candidates scored by the LM in bfloat16, "
              "one epoch from MiniLM-L6), "
              "on SmolLM2's feedback and on Gemma's own, both used with Gemma (dense "
-             "similarity, k = 8). p: exact McNemar test on the same 200 test items.", "",
+             "similarity, k = 8). p: exact McNemar test on the same 200 test items. kNN "
+             "vote: the majority label of each retriever's 8 demos, no LM.", "",
              "| suite | base | EPR on SmolLM2's feedback | p vs base | EPR on Gemma's feedback "
-             "| p vs base | p own vs transferred |", "|---|---|---|---|---|---|---|"]
+             "| p vs base | p own vs transferred | kNN vote: base / SmolLM2's / Gemma's |",
+             "|---|---|---|---|---|---|---|---|"]
     for suite in transfer_suites:
         try:
             base, smol, own = (rows[(suite, name)] for name in
@@ -262,12 +305,15 @@ def _transfer_section(out: Path, transfer_suites: Sequence[str], data: dict,
         run_dir = out / "transfer"
         tests = [_mcnemar(run_dir, base, smol), _mcnemar(run_dir, base, own),
                  _mcnemar(run_dir, smol, own)]
+        vote = [votes.get((suite, name)) for name in ("base", "epr-smollm2-135m",
+                                                       f"epr-{NEW_MODEL}")]
         data["transfer"][suite] = {"base": base["value"], "epr-smollm2": smol["value"],
                                    "epr-gemma": own["value"],
-                                   "p": [t.p_value for t in tests]}
+                                   "p": [t.p_value for t in tests], "knn_vote": vote}
         lines.append(f"| {suite} | {base['value']:.3f} | {smol['value']:.3f} | "
                      f"{_p(tests[0].p_value)} | {own['value']:.3f} | {_p(tests[1].p_value)} | "
-                     f"{_p(tests[2].p_value)} |")
+                     f"{_p(tests[2].p_value)} | "
+                     + " / ".join("–" if v is None else f"{v:.3f}" for v in vote) + " |")
     return lines
 
 

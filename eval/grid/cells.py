@@ -69,7 +69,7 @@ def _prompts(cell: Cell, run: SuiteRun, state: GridState):
     tokenizer = getattr(state.lm, "tokenizer", None) if state.lm is not None else None
     builder = PromptBuilder(run.corpus, retriever=retriever, selector=selector, k=cell.k,
                             template=run.suite.template, seed=cell.seed or 0,
-                            tokenizer=tokenizer, format=cell.format)
+                            tokenizer=tokenizer, format=cell.format, order=cell.order)
     prompts = builder.build_many(run.queries)
     if selector_name == "similarity" and cell.selector != ZERO_SHOT:
         state.similarity_prompts = ((cell.suite, cell.retriever, "similarity", cell.k), prompts)

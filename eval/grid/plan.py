@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 ZERO_SHOT, MAJORITY, KNN_VOTE = "zero-shot", "majority", "knn-vote"
 NO_RETRIEVER = "none"
 KEY_FIELDS = ("suite", "retriever", "selector", "k", "seed", "n_test", "pool_size",
-              "calibrate", "normalize", "format")
-# Rows written before a key field existed hold its default (runs before chat prompts: text).
-KEY_DEFAULTS = {"format": "text"}
+              "calibrate", "normalize", "format", "order")
+DEFAULT_ORDER = "similar-last"  # the builder's default placement of the demos
+# Rows written before a key field existed hold its default (runs before chat prompts: text;
+# runs before the order dimension: the builder's default order).
+KEY_DEFAULTS = {"format": "text", "order": DEFAULT_ORDER}
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Cell:
     calibrate: bool
     normalize: str | None
     format: str = "text"  # the prompt layout: "text" or "chat" (ricl.formats)
+    order: str = DEFAULT_ORDER  # where the demos sit (ricl.placement.ORDERS)
 
     @property
     def key(self) -> tuple:
@@ -53,6 +56,8 @@ class Cell:
     @property
     def method(self) -> str:
         chat = " (chat)" if self.format == "chat" else ""
+        if self.order != DEFAULT_ORDER:
+            chat += f" ({self.order})"
         if self.retriever == NO_RETRIEVER:
             return self.selector + chat
         return f"{self.retriever} + {self.selector}{chat}"
@@ -70,6 +75,8 @@ class Cell:
             parts.append(self.normalize)
         if self.format != "text":
             parts.append(self.format)
+        if self.order != DEFAULT_ORDER:
+            parts.append(self.order)
         return "__".join(re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(part)) for part in parts)
 
 
@@ -80,16 +87,19 @@ def row_key(row: Mapping[str, Any]) -> tuple:
 
 def plan_cells(runs: Sequence[SuiteRun], retrievers: Sequence[str], selectors: Sequence[str],
                ks: Sequence[int], seeds: Sequence[int], n_test: int, calibrate: bool,
-               normalize: str, formats: Sequence[str] = ("text",)) -> list[Cell]:
+               normalize: str, formats: Sequence[str] = ("text",),
+               orders: Sequence[str] = (DEFAULT_ORDER,)) -> list[Cell]:
     """Every cell, in the order they run: suite by suite, retriever by retriever; each
-    LM cell once per prompt format (cells without the LM once)."""
+    LM cell once per prompt format, and each LM cell with demos once per demo order
+    (cells without the LM once)."""
     cells = []
     for run in runs:
         def cell(retriever, selector, k, seed, lm=True):
             uses_calibration = calibrate and lm and run.task == "classification"
+            placements = orders if k else (DEFAULT_ORDER,)
             return [Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size,
-                         uses_calibration, normalize, layout)
-                    for layout in formats] if lm else \
+                         uses_calibration, normalize, layout, order)
+                    for layout in formats for order in placements] if lm else \
                 [Cell(run.name, retriever, selector, k, seed, n_test, run.pool_size, False, None)]
 
         classification = run.task == "classification"

@@ -13,7 +13,7 @@ import numpy as np
 
 from ricl import inference
 from eval.grid.cells import GridState, run_cell
-from eval.grid.plan import plan_cells
+from eval.grid.plan import DEFAULT_ORDER, plan_cells
 from eval.grid.store import GridStore
 from eval.grid.suite_run import SuiteRun, load_suites, retriever_specs
 from ricl.errors import ConfigError
@@ -26,7 +26,8 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
              n_test: int, out_dir: str | Path, lm: Any = None, calibrate: bool = False,
              progress: bool = True, *, pool_size: int | None = 5000, split_seed: int = 0,
              normalize: str = "sum", max_new_tokens: int = 16,
-             dtype: str = "float32", format: str | Sequence[str] = "text") -> list[dict[str, Any]]:
+             dtype: str = "float32", format: str | Sequence[str] = "text",
+             order: str | Sequence[str] = DEFAULT_ORDER) -> list[dict[str, Any]]:
     """Run (or resume) a grid and return one row per cell, in plan order.
 
     ``suites``: names for :func:`eval.suites.load_suite` (split with ``n_test``,
@@ -39,10 +40,13 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     ``calibrate``: also report contextual calibration (classification only).
     ``format``: the prompt layout, "text" or "chat" (the LM's chat template), or both
     (a list): each LM cell then runs once per layout on the same indexed retrievers.
+    ``order``: where the demos sit (``ricl.placement.ORDERS``; default similar-last, the
+    most similar next to the query), or a list: each LM cell with demos once per order.
 
     Rows go to ``out_dir/results.jsonl`` and predictions to ``out_dir/predictions/``.
     """
     from ricl.formats import check_format
+    from ricl.placement import check_order
     from ricl.selectors import SELECTORS
 
     if isinstance(suites, str) or hasattr(suites, "pool"):
@@ -62,12 +66,16 @@ def run_grid(suites: Sequence[Any], retrievers: Sequence[Any] | Mapping[str, Any
     if not specs and any(k > 0 for k in ks):
         raise ConfigError("k > 0 needs at least one retriever.")
 
+    orders = [order] if isinstance(order, str) else list(dict.fromkeys(order))
+    for placement in orders:
+        check_order(placement)
+
     store = GridStore(out_dir)
     runs = [SuiteRun(s, n_test, specs)
             for s in load_suites(suites, n_test, pool_size, split_seed)]
     formats = [format] if isinstance(format, str) else list(dict.fromkeys(format))
     cells = plan_cells(runs, list(specs), selectors, ks, seeds, n_test, calibrate, normalize,
-                       [check_format(layout) for layout in formats])
+                       [check_format(layout) for layout in formats], orders)
     todo = sum(store.finished(cell) is None for cell in cells)
     log.info("grid: %d cells, %d already finished in %s", len(cells), len(cells) - todo,
              store.out_dir)
