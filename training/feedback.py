@@ -87,13 +87,8 @@ class FeedbackRecord:
     zero_shot: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "query_id": self.query_id, "query": self.query, "answer": self.answer,
-            "candidates": list(self.candidates),
-            "retriever_scores": [round(float(s), 6) for s in self.retriever_scores],
-            "lm_scores": [round(float(s), 6) for s in self.lm_scores],
-            "zero_shot": round(float(self.zero_shot), 6),
-        }
+        return {**query_fields(self), "lm_scores": [round(float(s), 6) for s in self.lm_scores],
+                "zero_shot": round(float(self.zero_shot), 6)}
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> FeedbackRecord:
@@ -113,6 +108,13 @@ class FeedbackRecord:
         if not all(np.isfinite(record.lm_scores)):
             raise FeedbackError(f"{where}: query {record.query_id!r} has a non-finite LM score.")
         return record
+
+
+def query_fields(record: Any) -> dict[str, Any]:
+    """The fields every kind of feedback line starts with: the query and its candidates."""
+    return {"query_id": record.query_id, "query": record.query, "answer": record.answer,
+            "candidates": list(record.candidates),
+            "retriever_scores": [round(float(s), 6) for s in record.retriever_scores]}
 
 
 def parse_line(build: Callable[[], Any], where: str, writer: str) -> Any:

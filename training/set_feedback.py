@@ -54,8 +54,8 @@ from ricl.errors import ConfigError
 from ricl.lm import TransformersLM
 from ricl.template import Template
 from training.feedback import (FeedbackError, FeedbackFile, FeedbackKind, _retrieve, _score_plainly,
-                               parse_line, prepare_scoring, query_head, read_feedback_file,
-                               score_in_chunks, scoring_settings)
+                               parse_line, prepare_scoring, query_fields, query_head,
+                               read_feedback_file, score_in_chunks, scoring_settings)
 from training.prefix_cache import score_shared_prefixes
 
 log = logging.getLogger(__name__)
@@ -77,13 +77,8 @@ class SetFeedbackRecord:
     lm_scores: tuple[float, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "query_id": self.query_id, "query": self.query, "answer": self.answer,
-            "candidates": list(self.candidates),
-            "retriever_scores": [round(float(s), 6) for s in self.retriever_scores],
-            "subsets": [list(subset) for subset in self.subsets],
-            "lm_scores": [round(float(s), 6) for s in self.lm_scores],
-        }
+        return {**query_fields(self), "subsets": [list(subset) for subset in self.subsets],
+                "lm_scores": [round(float(s), 6) for s in self.lm_scores]}
 
     @classmethod
     def from_dict(cls, line: Mapping[str, Any], where: str) -> SetFeedbackRecord:
