@@ -245,7 +245,8 @@ def write_outputs(out: Path, rows: list[dict[str, Any]], steps: int, per_step: i
              f"outside pool and test set. Locality: {N_LOCALITY} test questions not labelled "
              f"`{OLD_LABEL}` (accuracy against their gold labels). Step 0 edit success: all "
              "corrections before any edit. Reproduce: "
-             "`python -m eval.experiments.edits --out eval/results/edits`.", ""]
+             f"`python -m eval.experiments.edits --out eval/results/edits --steps {steps} "
+             f"--per-step {per_step}`.", ""]
     for stream in STREAMS:
         got = {(r["condition"], r["step"]): r for r in rows if r["stream"] == stream}
         rebuild = got.get(("rebuild", steps), {})
