@@ -18,6 +18,8 @@ from ricl.documents import score_documents
 from ricl.locks import ReadWriteLock
 from ricl.persistence import builder_arguments, save_builder
 from ricl.placement import check_order, fit_budget, order_demos
+from ricl.prefix_sharing import (SIMILAR_LAST, PrefixSharing, check_similar_last, prefix_sharing,
+                                 shared_first_positions, shared_heads)
 from ricl.prompt import Demo, Dropped, Prompt
 from ricl.registry import resolve
 from ricl.retrieval import SelfExclusion, trim
@@ -205,32 +207,88 @@ class PromptBuilder:
         return self.build_many([query], None if documents is None else [documents])[0]
 
     def build_many(self, queries: Sequence[Query], documents: Sequence[Sequence[Any]] | None = None,
-                   progress: bool = False) -> list[Prompt]:
-        """Prompts for many queries: one encoder call and one search per chunk.
+                   progress: bool = False, *, share_prefixes: bool = False,
+                   similar_last: int = SIMILAR_LAST) -> list[Prompt]:
+        """Prompts for many queries, in the order given: one encoder call and one search per chunk.
 
         Gives exactly the prompts that ``build`` gives one by one. ``documents``, when
         given, holds one list of documents per query. Each chunk of 256 queries is built
         from one version of the corpus; a change made meanwhile from another thread takes
         effect between chunks.
+
+        ``share_prefixes=True`` orders each prompt's demos so that prompts of this batch
+        share token prefixes, which an LM with a prefix cache computes once (see
+        ``ricl.prefix_sharing``): demos that other queries of the batch also use come
+        first, in one canonical order, and the prompt's own demos follow; the last
+        ``similar_last`` demos keep the builder's ``order`` (by default the most similar
+        right before the query). The prompts hold the same demos, budget and scores as
+        without it; only positions change (``Demo.position`` says where each sits, and a
+        note says why). The whole batch is selected before any prompt is assembled, from
+        one version of the corpus, and a selector with ``select_many`` sees all of it at
+        once. Run the prompts in :meth:`prefix_schedule` order to reuse the shared prefixes.
         """
         if isinstance(queries, (str, Mapping)):
             raise ConfigError("build_many() takes a list of queries; use build() for one.")
         if documents is not None and len(documents) != len(queries):
             raise ConfigError(f"documents has {len(documents)} lists for {len(queries)} queries; "
                               "pass one list of documents per query.")
+        similar_last = check_similar_last(similar_last)
         fields = [self._query_fields(q, i) for i, q in enumerate(queries)]
         self.index()
-        prompts: list[Prompt] = []
         chunks = range(0, len(fields), _CHUNK)
         if progress:
             from tqdm.auto import tqdm
 
             chunks = tqdm(chunks, desc="prompts", unit="chunk")
+        prompts: list[Prompt] = []
+        if share_prefixes:
+            # the whole batch from one corpus version: every prompt's order depends on all of it
+            with self._rw.read():
+                chosen = self._choose([f["input"] for f in fields])
+                heads = self._shared_heads(fields, *chosen, similar_last)
+                for start in chunks:
+                    end = start + _CHUNK
+                    docs = None if documents is None else documents[start:end]
+                    part = (chosen[0][start:end], chosen[1][start:end])
+                    prompts.extend(self._build_chunk(fields[start:end], docs, part,
+                                                     (heads[start:end], similar_last)))
+            return prompts
         for start in chunks:
             docs = None if documents is None else documents[start:start + _CHUNK]
             with self._rw.read():  # one corpus version per chunk; changes wait in between
                 prompts.extend(self._build_chunk(fields[start:start + _CHUNK], docs))
         return prompts
+
+    def _shared_heads(self, fields: list[dict[str, str]], selections: list[Selection],
+                      scores: list[list[float | None]], similar_last: int) -> list[list[int]]:
+        """Each prompt's opening demos under ``share_prefixes`` (``prefix_sharing.shared_heads``),
+        from the demos that do not keep the builder's order at the end."""
+        self._count_demo_tokens({row for s in selections for row in s.rows})
+        free = []
+        for f, selection, row_scores in zip(fields, selections, scores):
+            base = order_demos(row_scores, self.order, f["input"], self.seed)
+            free.append([selection.rows[i] for i in base[:max(len(base) - similar_last, 0)]])
+        return shared_heads(free, lambda row: self._demo_tokens[self.corpus[row].id])
+
+    def prefix_schedule(self, prompts: Sequence[Prompt | str]) -> PrefixSharing:
+        """The order to run ``prompts`` in so that each follows the one it shares the
+        longest token prefix with (their trie order), and how many prompt tokens a prefix
+        cache skips in that order, counted in this builder's tokenizer as the LM reads a
+        prompt (its start token included). ``ricl.TransformersLM`` and the
+        OpenAI-compatible clients already run a batch in this order; this says what it
+        saves.
+        """
+        tokenizer = self.tokens.tokenizer
+        if tokenizer is None:
+            raise ConfigError("prefix_schedule() counts tokens with a local tokenizer; this "
+                              "builder counts on a server. Pass the served model's tokenizer "
+                              "as PromptBuilder(tokenizer=...).")
+        texts = [p.text if isinstance(p, Prompt) else p for p in prompts]
+        if not texts:
+            return prefix_sharing([])
+        with self.tokens._lock:
+            ids = tokenizer(texts, add_special_tokens=True)["input_ids"]
+        return prefix_sharing(ids)
 
     def _query_fields(self, query: Query, i: int) -> dict[str, str]:
         names = self.corpus.input_names
@@ -256,17 +314,24 @@ class PromptBuilder:
         values["input"] = "\n".join(values[name] for name in names)
         return values
 
-    def _build_chunk(self, fields: list[dict[str, str]], documents=None) -> list[Prompt]:
-        texts = [f["input"] for f in fields]
-        views = self._views(texts)
+    def _choose(self, texts: list[str]) -> tuple[list[Selection], list[list[float | None]]]:
+        """Each query's selected demos and their retriever scores; searched in chunks."""
+        views = [view for start in range(0, len(texts), _CHUNK)
+                 for view in self._views(texts[start:start + _CHUNK])]
         selections = select_many(self.selector, views, self.k) if self.k else \
             [Selection(()) for _ in views]
-        scores = self._scores(views, selections)
+        return selections, self._scores(views, selections)
+
+    def _build_chunk(self, fields: list[dict[str, str]], documents=None, chosen=None,
+                     sharing=None) -> list[Prompt]:
+        texts = [f["input"] for f in fields]
+        selections, scores = chosen if chosen is not None else self._choose(texts)
         self._count_demo_tokens({row for s in selections for row in s.rows})
         docs = (self._score_documents(texts, documents) if documents is not None
                 else [[] for _ in fields])
-        return [self._assemble(f, sel, sc, d) for f, sel, sc, d
-                in zip(fields, selections, scores, docs)]
+        heads = [None] * len(fields) if sharing is None else sharing[0]
+        return [self._assemble(f, sel, sc, d, None if head is None else (head, sharing[1]))
+                for f, sel, sc, d, head in zip(fields, selections, scores, docs, heads)]
 
     @property
     def chunker(self):
@@ -369,7 +434,7 @@ class PromptBuilder:
         return self.layout.demo(self._demo_fields(row))
 
     def _assemble(self, fields: dict[str, str], selection: Selection, scores: list[float | None],
-                  documents: list[tuple[str, str, float]] = ()) -> Prompt:
+                  documents: list[tuple[str, str, float]] = (), sharing=None) -> Prompt:
         rows = list(selection.rows)
         demo_tokens = [self._demo_tokens[self.corpus[row].id] for row in rows]
         relevance = [(-1e9 - rank) if s is None else s for rank, s in enumerate(scores)]
@@ -378,6 +443,9 @@ class PromptBuilder:
         notes = [selection.note] if selection.note else []
         while True:
             positions = order_demos([scores[i] for i in kept], self.order, fields["input"], self.seed)
+            if sharing is not None:  # (this prompt's opening demos, demos that keep the order at the end)
+                base = positions
+                positions = shared_first_positions([rows[i] for i in kept], base, *sharing)
             placed = [kept[p] for p in positions]
             text, messages = self.layout.compose([self._demo_fields(rows[i]) for i in placed],
                                                  fields)
@@ -404,6 +472,9 @@ class PromptBuilder:
                                reason=f"over max_tokens={self.max_tokens}: lower-scored document "
                                       "chunk left out")
                        for doc_id, _, score in dropped_docs)
+        if sharing is not None and positions != base:
+            notes.append(f"order: demos other prompts of the batch also use first, the last "
+                         f"{sharing[1]} in {self.order} order (share_prefixes)")
         query = {name: fields[name] for name in self.corpus.input_names}
         return Prompt(text=text, query=query, demos=demos, token_count=total,
                       max_tokens=self.max_tokens, dropped=drops, notes=tuple(notes),

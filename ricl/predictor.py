@@ -48,11 +48,13 @@ class Prediction:
 class Predictor:
     """A builder plus an LM (``calibrate``: also report contextual calibration, Zhao et
     al. 2021, for classification; ``normalize``: "sum" or "mean" log-probs of
-    multi-token labels and options)."""
+    multi-token labels and options; ``share_prefixes``: build all queries of a
+    ``predict`` call as one batch with ``build_many(share_prefixes=True)`` and send them
+    to the LM in chunks of prompts that share prefixes, see ``ricl.prefix_sharing``)."""
 
     def __init__(self, builder: Any, lm: Any, *, task: str = "auto", calibrate: bool = False,
                  normalize: str = "sum", max_new_tokens: int = 16,
-                 stop: Sequence[str] = ("\n",)):
+                 stop: Sequence[str] = ("\n",), share_prefixes: bool = False):
         if task not in TASKS:
             raise ConfigError(f"task={task!r} is unknown; choose one of {TASKS}.")
         inference.check_normalize(normalize)
@@ -64,6 +66,7 @@ class Predictor:
         self.builder, self.lm, self.task = builder, lm, task
         self.calibrate, self.normalize = bool(calibrate), normalize
         self.max_new_tokens, self.stop = int(max_new_tokens), tuple(stop)
+        self.share_prefixes = bool(share_prefixes)
 
     @property
     def labels(self) -> tuple[str, ...] | None:
@@ -78,23 +81,32 @@ class Predictor:
         task = self._task(choices)
         if choices is not None and len(choices) != len(queries):
             raise ConfigError(f"choices has {len(choices)} lists for {len(queries)} queries.")
+        order, built = list(range(len(queries))), None
+        if self.share_prefixes:  # one batch; chunks of prompts that share prefixes (sorted text)
+            built = self.builder.build_many(list(queries), documents, share_prefixes=True)
+            order = sorted(order, key=lambda i: built[i].text)
         starts = range(0, len(queries), _CHUNK)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="predict", unit="chunk")
-        out: list[Prediction] = []
+        out: list[Prediction | None] = [None] * len(queries)
         for start in starts:
-            end = start + _CHUNK
-            prompts = self.builder.build_many(
-                list(queries[start:end]), None if documents is None else documents[start:end])
+            rows = order[start:start + _CHUNK]
+            if built is not None:
+                prompts = [built[i] for i in rows]
+            else:
+                prompts = self.builder.build_many(
+                    [queries[i] for i in rows], None if documents is None else [documents[i] for i in rows])
             if task == "classification":
-                out += self._classify(prompts)
+                done = self._classify(prompts)
             elif task == "multiple_choice":
-                out += self._choose(prompts, choices[start:end])
+                done = self._choose(prompts, [choices[i] for i in rows])
             else:
                 answers = inference.answer(self.lm, prompts, self.max_new_tokens, self.stop)
-                out += [Prediction(text, prompt) for text, prompt in zip(answers, prompts)]
+                done = [Prediction(text, prompt) for text, prompt in zip(answers, prompts)]
+            for i, prediction in zip(rows, done):
+                out[i] = prediction
         return out
 
     def predict_proba(self, queries: Sequence[Any], progress: bool = False) -> np.ndarray:

@@ -200,6 +200,63 @@ def _nth_allowed(position: int, skipped: Sequence[int]) -> int:
     return row
 
 
+class SharingSelector(SelectorBase):
+    """Similarity that gives up a little of it for demonstrations other queries of the
+    batch use, so that their prompts share prefixes (``build_many(share_prefixes=True)``).
+
+    Each query keeps its ``keep`` most similar candidates (they end its prompt). Its other
+    k - keep demos come from the candidates whose relevance is within ``tolerance`` of its
+    k-th best: the ones the most other queries of the batch chose (ties: the more
+    relevant). Choices are revised query by query for ``rounds`` passes, so that queries
+    gather on common demos. ``tolerance=0`` is the similarity selector. Batch-aware: it
+    sees one ``select_many`` call (the whole batch under ``share_prefixes=True``, else a
+    chunk of 256 queries), so ``build_many`` differs from ``build`` one query at a time;
+    for that reason it is not among the selector names: pass the object.
+    """
+
+    name = "sharing"
+
+    def __init__(self, tolerance: float = 0.05, keep: int = 2, n: int = 32, rounds: int = 3):
+        if not tolerance >= 0:
+            raise ConfigError(f"tolerance={tolerance!r}: the relevance a query may give up "
+                              "for a shared demo must be >= 0.")
+        for name, value, least in (("keep", keep, 0), ("n", n, 1), ("rounds", rounds, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ConfigError(f"{name}={value!r}: must be an integer >= {least}.")
+        self.tolerance, self.keep, self.pool, self.rounds = float(tolerance), int(keep), int(n), int(rounds)
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        return self.select_many([view], k)[0]
+
+    def select_many(self, views: Sequence[CandidateView], k: int) -> list[Selection]:
+        chosen = [[int(r) for r in view.rows[:k]] for view in views]
+        counts: dict[int, int] = {}
+        for rows in chosen:
+            for row in rows:
+                counts[row] = counts.get(row, 0) + 1
+        for _ in range(self.rounds if self.tolerance > 0 else 0):
+            for q, view in enumerate(views):
+                n = len(chosen[q])
+                if n <= self.keep:
+                    continue
+                relevance = _relevance(view)
+                for row in chosen[q]:  # the other queries' counts, not this one's
+                    counts[row] -= 1
+                floor = relevance[n - 1] - self.tolerance
+                near = [i for i in range(self.keep, len(view.rows)) if relevance[i] >= floor]
+                near.sort(key=lambda i: (-counts.get(int(view.rows[i]), 0), -relevance[i], i))
+                chosen[q] = [int(r) for r in view.rows[:self.keep]] + \
+                    [int(view.rows[i]) for i in near[: n - self.keep]]
+                for row in chosen[q]:
+                    counts[row] = counts.get(row, 0) + 1
+        return [Selection(tuple(rows), _short_note(len(rows), k, len(view.rows)))
+                for view, rows in zip(views, chosen)]
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "tolerance": self.tolerance, "keep": self.keep, "n": self.pool,
+                "rounds": self.rounds}
+
+
 class MMRSelector(SelectorBase):
     """Maximal marginal relevance (Carbonell & Goldstein, 1998) over the top-n candidates:
     each step picks argmax  λ·relevance − (1−λ)·max similarity to what is already picked."""

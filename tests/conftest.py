@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
+
 import pytest
 
 import ricl
@@ -58,3 +62,35 @@ def local():
     from ricl.lm import TransformersLM
 
     return TransformersLM(batch_size=8)
+
+
+@pytest.fixture
+def json_server():
+    """Starts loopback HTTP servers that answer every POST with ``answer(request body)``
+    (JSON both ways), for protocol shapes no real server here gives; returns each one's
+    API root. Stopped in teardown."""
+    servers = []
+
+    def start(answer) -> str:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = json.dumps(answer(request)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        return f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()

@@ -7,13 +7,10 @@ value because the server computes with the quantized (Q4_1) weights.
 
 from __future__ import annotations
 
-import http.server
 import importlib.util
-import json
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -218,31 +215,10 @@ def test_vllm_echo_with_a_start_token_and_vllm_prompt_logprobs_give_the_same_tok
     assert continuation_logprobs(prompt_logprobs, prompt_chars, text) == [-2.0]
 
 
-class _GeneratedOnlyHandler(http.server.BaseHTTPRequestHandler):
-    """Answers like llama.cpp's own llama-server: log-probs for the generated token only."""
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = json.dumps({"choices": [{"text": "Answer type: location\n", "logprobs": {
-            "tokens": ["\n"], "token_logprobs": [-0.1], "text_offset": [21]}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-def test_a_server_without_prompt_logprobs_is_a_clear_error():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GeneratedOnlyHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        lm = OpenAICompletionsLM(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m")
-        with pytest.raises(ServerResponseError, match="logits_all"):
-            lm.score(["Answer type:"], [" location"])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_a_server_without_prompt_logprobs_is_a_clear_error(json_server):
+    # answers like llama.cpp's own llama-server: log-probs for the generated token only
+    url = json_server(lambda request: {"choices": [{"text": "Answer type: location\n", "logprobs": {
+        "tokens": ["\n"], "token_logprobs": [-0.1], "text_offset": [21]}}]})
+    lm = OpenAICompletionsLM(url, model="m")
+    with pytest.raises(ServerResponseError, match="logits_all"):
+        lm.score(["Answer type:"], [" location"])

@@ -9,8 +9,6 @@ either the module is skipped. The last test kills it.
 
 from __future__ import annotations
 
-import http.server
-import json
 import logging
 import os
 import threading
@@ -195,43 +193,25 @@ def test_a_server_killed_mid_run_is_a_clear_error_after_bounded_retries(server, 
 # --------------------------------------------------------------------------- chat without a server
 
 
-class _ChatWithoutPromptLogprobs(http.server.BaseHTTPRequestHandler):
+def _chat_without_prompt_logprobs(request: dict) -> dict:
     """Answers like OpenAI's chat API: top log-probs for the generated token only."""
-
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        top = [{"token": "location", "logprob": -0.5}, {"token": "loc", "logprob": -2.0},
-               {"token": "person", "logprob": -1.5}]
-        choice = {"message": {"role": "assistant", "content": "location"}}
-        if request.get("logprobs"):
-            choice["logprobs"] = {"content": [{"token": "location", "logprob": -0.5, "top_logprobs": top}]}
-        body = json.dumps({"choices": [choice]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+    top = [{"token": "location", "logprob": -0.5}, {"token": "loc", "logprob": -2.0},
+           {"token": "person", "logprob": -1.5}]
+    choice = {"message": {"role": "assistant", "content": "location"}}
+    if request.get("logprobs"):
+        choice["logprobs"] = {"content": [{"token": "location", "logprob": -0.5, "top_logprobs": top}]}
+    return {"choices": [choice]}
 
 
-def test_chat_without_prompt_logprobs_scores_the_first_answer_token_and_says_so(caplog):
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ChatWithoutPromptLogprobs)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        lm = OpenAIChatLM(f"http://127.0.0.1:{httpd.server_address[1]}/v1", model="m")
-        with caplog.at_level(logging.WARNING, logger="ricl.server_lm"):
-            scores = lm.score_choices([[{"role": "user", "content": "Where is Paris?"}]],
-                                      ["location", " person", "number"])
-        assert lm.scoring == "first-token"
-        assert any("first answer token" in message for message in caplog.messages)
-        assert scores[0, 0] == -0.5 and scores[0, 1] == -1.5 and scores[0, 2] == -np.inf
-        assert lm.generate(["Where is Paris?"]) == ["location"]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+def test_chat_without_prompt_logprobs_scores_the_first_answer_token_and_says_so(caplog, json_server):
+    lm = OpenAIChatLM(json_server(_chat_without_prompt_logprobs), model="m")
+    with caplog.at_level(logging.WARNING, logger="ricl.server_lm"):
+        scores = lm.score_choices([[{"role": "user", "content": "Where is Paris?"}]],
+                                  ["location", " person", "number"])
+    assert lm.scoring == "first-token"
+    assert any("first answer token" in message for message in caplog.messages)
+    assert scores[0, 0] == -0.5 and scores[0, 1] == -1.5 and scores[0, 2] == -np.inf
+    assert lm.generate(["Where is Paris?"]) == ["location"]
 
 
 def test_chat_prompts_are_checked():

@@ -8,7 +8,10 @@ logits only at the continuation positions. It pays off in proportion to how
 many queries share a candidate (see DESIGN.md, "Where the time goes").
 
 It works on ``ricl.lm.TransformersLM``'s model and token ids; an LM without
-them (a server) scores the joined prompts through ``score`` instead.
+them (a server) scores the joined prompts through ``score`` instead. The general
+form, a radix tree over any batch of sequences (label scoring uses it), is
+``ricl.lm.prefix_tree``; both run tokens after gathered keys and values with its
+``run_after_cache``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 from ricl.errors import ConfigError
 from ricl.lm import TransformersLM, text_list
 from ricl.lm.batching import forward, left_pad, log_probs_of
+from ricl.lm.prefix_tree import run_after_cache
 
 
 def score_shared_prefixes(
@@ -249,16 +253,10 @@ def _score_suffixes(lm: TransformersLM, rows, fed, suffix_ids, cont_ids, layers,
     from transformers import DynamicCache
 
     n_rows = len(rows)
-    ids = torch.full((n_rows, span), lm.pad_id, dtype=torch.long)
-    suffix_mask = torch.zeros((n_rows, span), dtype=torch.long)
     keep = torch.zeros((n_rows, span), dtype=torch.bool)
     targets: list[int] = []
     owner: list[int] = []
     for r, i in enumerate(rows):
-        tokens = fed[i]
-        if tokens:
-            ids[r, : len(tokens)] = torch.tensor(tokens)
-            suffix_mask[r, : len(tokens)] = 1
         first = len(suffix_ids[i]) - 1  # the position that predicts the first continuation token
         predicted = cont_ids[i][1:] if first < 0 else cont_ids[i]
         start = max(first, 0)
@@ -267,21 +265,13 @@ def _score_suffixes(lm: TransformersLM, rows, fed, suffix_ids, cont_ids, layers,
         owner += [r] * len(predicted)
     if not targets:
         return torch.zeros(n_rows, dtype=torch.float64)
-    # Right padding: a pad is seen by no real token (causal), and what pads compute is never read.
     cache = DynamicCache(
         ddp_cache_data=[(k.index_select(0, slots), v.index_select(0, slots)) for k, v in layers],
         config=lm.model.config,
     )
-    mask = torch.cat([prefix_mask.index_select(0, slots), suffix_mask], dim=1)
-    positions = prefix_lengths.index_select(0, slots)[:, None] + torch.arange(span)[None, :]
-    logits = lm.model(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-        logits_to_keep=keep,
-    ).logits
+    logits = run_after_cache(lm.model, cache, prefix_mask.index_select(0, slots),
+                             prefix_lengths.index_select(0, slots), [fed[i] for i in rows], keep,
+                             lm.pad_id).logits
     token_logp = log_probs_of(logits.reshape(-1, logits.shape[-1]), torch.tensor(targets))
     sums = torch.zeros(n_rows, dtype=torch.float64)
     sums.index_add_(0, torch.tensor(owner), token_logp.double())

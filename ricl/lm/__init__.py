@@ -4,8 +4,9 @@ One module per idea: ``protocol`` (what an LM must do, and the argument checks
 every adapter shares), ``batching``, ``pairs`` (``score``), ``choices``
 (``score_choices``), ``generation``, and ``transformers_lm`` (the adapter that
 wires them to a local model). The adapter for OpenAI-compatible servers lives in
-``ricl.server_lm``; KV reuse across pairs sharing a prefix, which only LM
-feedback needs, lives next to it in ``training.prefix_cache``.
+``ricl.server_lm``. ``prefix_tree`` computes each token prefix shared by prompts of
+a batch once (label scoring with ``share_prefixes``); LM feedback's two-level form
+of it (a candidate demo, then each query) is ``training.prefix_cache``.
 """
 
 from ricl.lm.protocol import (

@@ -22,8 +22,13 @@ from ricl.lm.batching import length_batches
 from ricl.lm.choices import score_from_cache, score_single_token
 from ricl.lm.generation import generate_batch
 from ricl.lm.pairs import score_continuations
+from ricl.lm.prefix_tree import score_tree, sliding_window
 from ricl.lm.protocol import Normalize, choice_args, generation_args, pair_args, text_list
 from ricl.models import load_causal_lm
+from ricl.prefix_sharing import prefix_sharing
+
+SHARE_PREFIXES = ("auto", True, False)
+AUTO_SHARED = 0.25  # "auto" shares prefixes when they hold at least this fraction of a batch's tokens
 
 
 class TransformersLM:
@@ -47,6 +52,16 @@ class TransformersLM:
             ``(model, tokenizer)`` pair keeps its own device.
         device_map: e.g. ``"auto"`` to spread a model too large for one GPU over
             several (accelerate), instead of ``device``.
+        share_prefixes: how ``score_choices`` treats prompts of a batch that begin with
+            the same tokens (``PromptBuilder.build_many(share_prefixes=True)`` makes
+            many): ``True`` computes each shared prefix once (``ricl.lm.prefix_tree``)
+            and reads every label from the prompts' last positions; ``False`` runs each
+            prompt whole; ``"auto"`` (default) shares when shared prefixes hold at least
+            a quarter of the batch's prompt tokens: below that, the tree's extra passes
+            and padding cost about what sharing saves (``eval.benchmarks.prefix_sharing``).
+            Both give the same scores (float32: within 1e-4,
+            tests/test_prefix_sharing.py); with bfloat16 they differ by rounding, as
+            batches of different shapes do.
     """
 
     def __init__(
@@ -58,7 +73,10 @@ class TransformersLM:
         dtype: str = "float32",
         device: Any = "auto",
         device_map: Any = None,
+        share_prefixes: bool | str = "auto",
     ):
+        if share_prefixes not in SHARE_PREFIXES or not isinstance(share_prefixes, (bool, str)):
+            raise ConfigError(f"share_prefixes={share_prefixes!r}: choose True, False or 'auto'.")
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}.")
         if max_batch_tokens < 1:
@@ -71,6 +89,7 @@ class TransformersLM:
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.progress = progress
+        self.share_prefixes = share_prefixes
         config = self.model.config
         self.max_length: int | None = getattr(config, "max_position_embeddings", None)
         eos = _as_list(getattr(self.model.generation_config, "eos_token_id", None))
@@ -108,15 +127,55 @@ class TransformersLM:
         longest_choice = max(len(c) for c in choice_ids)
         self.check_lengths([p + [0] * longest_choice for p in prompt_ids])
 
-        score_batch = score_single_token if longest_choice == 1 else score_from_cache
-        scores = np.zeros((len(prompts), len(choices)))
-        with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
-            for rows in self._batches([len(p) for p in prompt_ids]):
-                batch = [prompt_ids[i] for i in rows]
-                scores[rows] = score_batch(self.model, batch, choice_ids, self.pad_id).cpu().numpy()
+        if self._shares(prompt_ids, longest_choice):
+            scores = self._score_choices_shared(prompt_ids, choice_ids)
+        else:
+            score_batch = score_single_token if longest_choice == 1 else score_from_cache
+            scores = np.zeros((len(prompts), len(choices)))
+            with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
+                for rows in self._batches([len(p) for p in prompt_ids]):
+                    batch = [prompt_ids[i] for i in rows]
+                    scores[rows] = score_batch(self.model, batch, choice_ids, self.pad_id).cpu().numpy()
         if normalize == "mean":
             scores /= np.array([len(c) for c in choice_ids], dtype=float)
         return scores
+
+    def _shares(self, prompt_ids: list[list[int]], longest_choice: int) -> bool:
+        """Whether ``score_choices`` computes shared prefixes once (``share_prefixes``)."""
+        if self.share_prefixes is False or len(prompt_ids) < 2:
+            return False
+        window = sliding_window(self.model)  # kept keys would be cut to the window
+        if window is not None and max(len(p) for p in prompt_ids) + longest_choice >= window:
+            return False
+        return self.share_prefixes is True or prefix_sharing(prompt_ids).ratio >= AUTO_SHARED
+
+    def _score_choices_shared(self, prompt_ids: list[list[int]], choice_ids: list[list[int]]) -> np.ndarray:
+        """Every choice after every prompt from one radix tree over the batch: a prompt's
+        last position reads every choice's first token, and a multi-token choice's own
+        tokens run after the prompt as one more branch of the tree."""
+        import torch
+
+        sequences, reads, targets, owner = [], [], [], []
+        if all(len(c) == 1 for c in choice_ids):
+            sequences = prompt_ids
+            reads = [(i, len(p) - 1) for i, p in enumerate(prompt_ids)]
+            targets = [[c[0] for c in choice_ids]] * len(prompt_ids)
+        else:
+            for i, p in enumerate(prompt_ids):
+                for j, c in enumerate(choice_ids):
+                    sequences.append(p + c[:-1])
+                    for t, token in enumerate(c):
+                        reads.append((len(sequences) - 1, len(p) - 1 + t))
+                        targets.append([token])
+                        owner.append(i * len(choice_ids) + j)
+        with torch.inference_mode(), torch.device(self.device):  # tensors born on the model's device
+            logp = score_tree(self.model, sequences, reads, targets, self.pad_id, self.batch_size,
+                              self.max_batch_tokens).cpu().numpy()
+        if not owner:
+            return logp
+        sums = np.zeros(len(prompt_ids) * len(choice_ids))
+        np.add.at(sums, owner, logp[:, 0])
+        return sums.reshape(len(prompt_ids), len(choice_ids))
 
     def generate(
         self, prompts: Sequence[str], max_new_tokens: int = 32, stop: Sequence[str] = ("\n",)

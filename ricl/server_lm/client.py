@@ -26,7 +26,10 @@ prefix cache for any request that asks for prompt log-probs.
 ``ricl.server_lm.vllm.VLLMServer`` starts vLLM's CPU build on loopback.
 
 Requests run on a small thread pool; a server that batches (vLLM) joins them,
-one that serializes (llama-cpp-python) queues them. Connection failures are
+one that serializes (llama-cpp-python) queues them. They go out sorted by prompt, so
+prompts that share a prefix (``PromptBuilder.build_many(share_prefixes=True)``) reach
+the server one after another and hit its prefix cache; results come back in the
+caller's order. Connection failures are
 retried on a short, bounded schedule, then raise ``ServerUnavailableError``.
 """
 
@@ -188,8 +191,8 @@ class OpenAICompletionsLM:
         prompts = self._prompt_list(prompts)
         if any(not c for c in choices):
             raise ConfigError(f"Choices must not be empty strings: {choices!r}.")
-        # Prompt-major order: consecutive requests share a prompt, which llama-cpp-python
-        # reuses from its KV cache.
+        # Requests go out sorted (``_map``): a prompt's labels one after another, then the
+        # prompt sharing the longest prefix with it, which a server's prefix cache reuses.
         sums, counts = self._score_pairs([p for p in prompts for _ in choices], choices * len(prompts))
         scores = sums.reshape(len(prompts), len(choices))
         if normalize == "mean":
@@ -367,31 +370,45 @@ class OpenAICompletionsLM:
         return choices[0]
 
     def _map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        """``[fn(x) for x in items]`` on up to ``max_concurrency`` threads, in order.
+        """``[fn(x) for x in items]`` on up to ``max_concurrency`` threads, in the caller's order.
 
-        The first error cancels the requests not yet started and is raised.
+        Requests go out in sorted order (``prefix_order``): prompts that share a prefix
+        one after another, so that a server's prefix cache (vLLM's automatic prefix
+        caching, llama.cpp's slot cache) still holds it when the next one asks. The
+        first error cancels the requests not yet started and is raised.
         """
         if items:
             self._model_name()  # once, before the threads start
+        order = prefix_order(items)
+        out: list[Any] = [None] * len(items)
         bar = tqdm(total=len(items), unit="req", disable=not self.progress, dynamic_ncols=True)
         try:
             if len(items) <= 1 or self.max_concurrency == 1:
-                out = []
-                for item in items:
-                    out.append(fn(item))
+                for i in order:
+                    out[i] = fn(items[i])
                     bar.update()
                 return out
             pool = ThreadPoolExecutor(min(self.max_concurrency, len(items)), thread_name_prefix="ricl-lm")
             try:
-                out = []
-                for result in pool.map(fn, items):
-                    out.append(result)
+                for i, result in zip(order, pool.map(fn, [items[i] for i in order])):
+                    out[i] = result
                     bar.update()
                 return out
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
         finally:
             bar.close()
+
+
+def prefix_order(items: Sequence[Any]) -> list[int]:
+    """Indices of ``items`` (prompt texts, chat turns, or pairs of them) in sorted order,
+    the depth-first order of their character trie: each item follows the one it shares
+    the longest prefix with (``ricl.prefix_sharing.trie_order`` over characters, which
+    needs no tokenizer). Items that do not sort keep their order."""
+    try:
+        return sorted(range(len(items)), key=items.__getitem__)
+    except TypeError:
+        return list(range(len(items)))
 
 
 def _with_hint(error: ServerResponseError) -> ServerResponseError:
