@@ -192,8 +192,22 @@ class ChromaStore:
                                  f"for {expected} examples. Rebuild the index.")
 
     def query(self, vectors: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        result = self._retry(lambda: self._collection.query(
-            query_embeddings=vectors, n_results=n, include=["distances"]), "a query")
+        def ask():
+            return self._collection.query(query_embeddings=vectors, n_results=n,
+                                          include=["distances"])
+
+        try:
+            result = self._retry(ask, "a query")
+        except Exception as exc:  # noqa: BLE001 - chromadb.errors.InternalError, by name
+            # Embedded Chroma shares segment handles across the process; when another store
+            # of the same collection (a saved copy loaded again) is opened or released, this
+            # client's handles can go stale ("Failed to get segments"). The files are intact:
+            # open them again, once.
+            if not self.is_local or "Failed to get segments" not in str(exc):
+                raise
+            self._client = self._connect()
+            self._collection = self._client.get_collection(self.name, embedding_function=None)
+            result = ask()
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
         scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores
