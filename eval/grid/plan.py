@@ -55,12 +55,12 @@ class Cell:
 
     @property
     def method(self) -> str:
-        chat = " (chat)" if self.format == "chat" else ""
+        suffix = " (chat)" if self.format == "chat" else ""
         if self.order != DEFAULT_ORDER:
-            chat += f" ({self.order})"
+            suffix += f" ({self.order})"
         if self.retriever == NO_RETRIEVER:
-            return self.selector + chat
-        return f"{self.retriever} + {self.selector}{chat}"
+            return self.selector + suffix
+        return f"{self.retriever} + {self.selector}{suffix}"
 
     @property
     def name(self) -> str:
