@@ -206,6 +206,8 @@ class ChromaStore:
             if not self.is_local or "Failed to get segments" not in str(exc):
                 raise
             self._client = self._connect()
+            # released with the store, as the first client is (Chroma counts clients per path)
+            weakref.finalize(self, _close_quietly, self._client)
             self._collection = self._client.get_collection(self.name, embedding_function=None)
             result = ask()
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
