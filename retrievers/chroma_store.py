@@ -9,6 +9,13 @@ as the store; saving copies that directory (files, not a second HNSW build) and 
 retriever then serves from the saved copy. An in-memory client would hold every
 vector in its SQLite log as well as in the HNSW graph, and saving it would mean
 inserting every vector again.
+
+Chroma keeps one system (SQLite pool, HNSW cache) per path string for the whole process,
+shared by every client of that path and kept while any of them lives. A saved index is
+replaced whole by a later save (a directory swap), so a system shared with some other
+reader of the old files would serve them stale to a store opened on the new ones. Each
+embedded store therefore opens its files through a path of its own (a symbolic link in
+a private temporary directory) and gets a system of its own.
 """
 
 from __future__ import annotations
@@ -61,12 +68,17 @@ class ChromaStore:
         self.location = location
         self.name = location.collection if isinstance(location, ServerAddress) else COLLECTION
         self.is_staging = False  # a private temporary directory, not a saved index
-        self._client = self._retry(self._connect, "a connection", reconnect=False)
+        self._alias = None if isinstance(location, ServerAddress) else _private_alias(location)
+        try:
+            self._client = self._retry(self._connect, "a connection", reconnect=False)
+        except BaseException:
+            if self._alias is not None:
+                shutil.rmtree(self._alias.parent, ignore_errors=True)
+            raise
         self._collection = None
         if self.is_local:
-            # Chroma shares one system per path, counted by clients: a store dropped
-            # without close() would keep the files it opened cached for the process.
-            weakref.finalize(self, _close_quietly, self._client)
+            # A store dropped without close() releases its system and alias with itself.
+            self._release = weakref.finalize(self, _release, self._client, self._alias)
 
     @classmethod
     def staging(cls, copy_of: Path | None = None) -> ChromaStore:
@@ -77,7 +89,9 @@ class ChromaStore:
             shutil.copytree(copy_of, path, dirs_exist_ok=True)
         store = cls(path)
         store.is_staging = True
-        weakref.finalize(store, _remove_staging, store._client, path)
+        # one finalizer, so that the files go only after the system holding them is stopped
+        store._release.detach()
+        store._release = weakref.finalize(store, _release, store._client, store._alias, path)
         return store
 
     def private_copy(self, expected: int) -> ChromaStore:
@@ -98,8 +112,11 @@ class ChromaStore:
         shutil.copytree(self.location, target)
 
     def close(self) -> None:
-        """Release the client, so that Chroma forgets its cached handle on this path."""
-        self._client.close()
+        """Release the client and the store's own Chroma system (open files, HNSW cache)."""
+        if self.is_local:
+            self._release()
+        else:
+            self._client.close()
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self):
@@ -112,7 +129,7 @@ class ChromaStore:
                                          settings=settings)
             client.heartbeat()
             return client
-        return chromadb.PersistentClient(path=str(self.location), settings=settings)
+        return chromadb.PersistentClient(path=str(self._alias), settings=settings)
 
     def _retry(self, action, what: str, reconnect: bool = True):
         """``action()``; against a server, retried by ricl's one policy while the server cannot
@@ -196,20 +213,7 @@ class ChromaStore:
             return self._collection.query(query_embeddings=vectors, n_results=n,
                                           include=["distances"])
 
-        try:
-            result = self._retry(ask, "a query")
-        except Exception as exc:  # noqa: BLE001 - chromadb.errors.InternalError, by name
-            # Embedded Chroma shares segment handles across the process; when another store
-            # of the same collection (a saved copy loaded again) is opened or released, this
-            # client's handles can go stale ("Failed to get segments"). The files are intact:
-            # open them again, once.
-            if not self.is_local or "Failed to get segments" not in str(exc):
-                raise
-            self._client = self._connect()
-            # released with the store, as the first client is (Chroma counts clients per path)
-            weakref.finalize(self, _close_quietly, self._client)
-            self._collection = self._client.get_collection(self.name, embedding_function=None)
-            result = ask()
+        result = self._retry(ask, "a query")
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
         scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores
@@ -222,9 +226,19 @@ def _close_quietly(client) -> None:
         pass
 
 
-def _remove_staging(client, path: Path) -> None:
+def _private_alias(location: Path) -> Path:
+    """A symbolic link to ``location`` in a fresh temporary directory: a path string that
+    no other store uses, so Chroma gives the store a system of its own."""
+    alias = Path(tempfile.mkdtemp(prefix="ricl-link-")) / "store"
+    alias.symlink_to(Path(location).resolve(), target_is_directory=True)
+    return alias
+
+
+def _release(client, alias: Path | None, staging: Path | None = None) -> None:
     _close_quietly(client)
-    shutil.rmtree(path, ignore_errors=True)
+    for directory in (alias.parent if alias is not None else None, staging):
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

@@ -295,8 +295,8 @@ class DenseRetriever(RetrieverBase):
                                        "query_prompt_name": self.query_prompt_name,
                                        "query_prompt": self.query_prompt})
                 if self.backend == "chroma" and self._store.location == target:
-                    # Re-saving where it was loaded from: Chroma caches one handle per path,
-                    # so release it before the swap, or reopening would see the old files.
+                    # Re-saving where it was loaded from: release the old files before
+                    # the swap, so that no open handle outlives them.
                     self._store.close()
                     released = True
         except BaseException:
