@@ -15,7 +15,7 @@ exist up to N (TREC has 669, so its larger batches hold 869 queries).
    ``build_many`` + ``score_choices`` before this change: every token computed.
    Orderings: similar-last (today's prompts, through a prefix cache),
    ``share_prefixes=True`` with ``similar_last`` 2 (default) and 1, and the
-   ``SharingSelector`` knob at two tolerances. How much the lists overlap: the share of
+   ``SharingSelector`` knob at tolerances 0.05, 0.1 and 0.2. How much the lists overlap: the share of
    demo slots that hold a demo another query of the batch also uses.
 2. Prompt building: ``build_many`` (query encoding included) against the bare embedder
    encoding the same queries (the floor of dense prompt building), on the batch of 1,000
@@ -24,7 +24,8 @@ exist up to N (TREC has 669, so its larger batches hold 869 queries).
    largest ``--lm-suite`` batch, a contiguous run of its trie order (so the subset shares
    about as much as the whole batch does): today's prompts scored plainly against the
    shared prompts scored over a radix tree (``TransformersLM(share_prefixes=True)``), and
-   the shared prompts scored plainly (the scorer's own overhead; max |difference|).
+   the shared prompts scored plainly (the scorer's own overhead; max |difference|);
+   each run twice, interleaved, the faster kept.
 
 ``--cache-dir`` keeps pool and query embeddings between runs (the timed builds always
 encode their queries). Ratios are what count: other jobs share this machine's cores.
@@ -53,12 +54,14 @@ SIZES = (200, 1000, 5000)
 POOL = 5000
 K = 8
 N_TEST = 200
+REPEATS = 2  # LM timings: each run this many times, interleaved; the fastest counts
 ORDERINGS = (  # (label, share_prefixes, similar_last, tolerance of the SharingSelector)
     ("similar-last", False, 2, 0.0),
     ("share_prefixes, similar_last=2", True, 2, 0.0),
     ("share_prefixes, similar_last=1", True, 1, 0.0),
     ("share_prefixes + SharingSelector(tolerance=0.05)", True, 2, 0.05),
     ("share_prefixes + SharingSelector(tolerance=0.1)", True, 2, 0.1),
+    ("share_prefixes + SharingSelector(tolerance=0.2)", True, 2, 0.2),
 )
 
 
@@ -168,17 +171,24 @@ def building_row(batch: SuiteBatch, size: int = 1000) -> dict:
             "plain_s": plain_s, "shared_s": shared_s}
 
 
-def lm_rows(batch: SuiteBatch, n_prompts: int, dtype: str = "bfloat16") -> tuple[list[dict], str]:
-    from ricl.lm import TransformersLM
-
+def trie_run(batch: SuiteBatch, n_prompts: int) -> tuple[list[str], list[str]]:
+    """``n_prompts`` queries of the whole batch, a contiguous run of its trie order (so
+    they share about as much as the batch does): today's prompts for them and the
+    prompts ``build_many(share_prefixes=True)`` gives them in the whole batch."""
     builder = batch.builder()
     shared_prompts = builder.build_many(batch.queries, share_prefixes=True)
     order = list(builder.prefix_schedule(shared_prompts).order)
     start = max((len(order) - n_prompts) // 2, 0)  # from the middle: no edge of the trie
     chosen = order[start:start + n_prompts]
-    queries = [batch.queries[i] for i in chosen]
-    today = [p.text for p in builder.build_many(queries)]
-    shared = [shared_prompts[i].text for i in chosen]
+    today = [p.text for p in builder.build_many([batch.queries[i] for i in chosen])]
+    return today, [shared_prompts[i].text for i in chosen]
+
+
+def lm_rows(batch: SuiteBatch, n_prompts: int, dtype: str = "bfloat16") -> tuple[list[dict], str]:
+    from ricl.lm import TransformersLM
+
+    builder = batch.builder()
+    today, shared = trie_run(batch, n_prompts)
     choices = [" " + label for label in batch.labels]
     plain_lm = TransformersLM(dtype=dtype, share_prefixes=False)
     tree_lm = TransformersLM((plain_lm.model, plain_lm.tokenizer), share_prefixes=True)
@@ -186,14 +196,22 @@ def lm_rows(batch: SuiteBatch, n_prompts: int, dtype: str = "bfloat16") -> tuple
     runs = [("today: similar-last prompts, plain scoring", today, plain_lm),
             ("share_prefixes prompts, plain scoring", shared, plain_lm),
             ("share_prefixes prompts, radix-tree scoring", shared, tree_lm)]
-    rows, scores = [], {}
+    # Each run twice, interleaved (ABCABC), the faster of the two kept: other jobs' load
+    # drifts over minutes on these shared cores, and a single pass credits it to one run.
+    best, scores = {}, {}
+    for _ in range(REPEATS):
+        for label, prompts, lm in runs:
+            started_cpu = time.process_time()
+            scores[label], seconds = timed(lambda: lm.score_choices(prompts, choices))
+            cpu_s = time.process_time() - started_cpu
+            if label not in best or seconds < best[label][0]:
+                best[label] = (seconds, cpu_s)
+    rows = []
     for label, prompts, lm in runs:
-        started_cpu = time.process_time()
-        scores[label], seconds = timed(lambda: lm.score_choices(prompts, choices))
         schedule = builder.prefix_schedule(prompts)
         computed = schedule.computed_tokens if lm is tree_lm else schedule.total_tokens
-        rows.append({"run": label, "prompts": len(prompts), "computed": computed, "seconds": seconds,
-                     "cpu_s": time.process_time() - started_cpu})
+        rows.append({"run": label, "prompts": len(prompts), "computed": computed,
+                     "seconds": best[label][0], "cpu_s": best[label][1]})
     gap = float(np.abs(scores[runs[1][0]] - scores[runs[2][0]]).max())
     same = float(np.mean(scores[runs[1][0]].argmax(1) == scores[runs[2][0]].argmax(1)))
     note = (f"radix-tree against plain scoring of the same prompts ({dtype}): max |log-prob "

@@ -20,6 +20,17 @@ prompt log-probs (``SamplingParams.skip_reading_prefix_cache``: cached blocks wo
 return no logits), so echo scoring cannot gain from it; the table measures that.
 ``--echo-limit`` scores only the first N prompts with echo (about 1.3 s a prompt on two
 busy cores, six requests each); rates are per prompt, so the ratios stay comparable.
+
+``--orders`` (issue 19) measures instead what batch-aware demo order buys a server's
+prefix cache: one vLLM server, prefix caching on (``--block-size 32``: the CPU default
+of 128 tokens caches nothing short of a 128-token common prefix), first-token scoring.
+The prompts are ``eval.benchmarks.prefix_sharing``'s LM prompts (TREC, pool 5,000, k=8;
+``--prompts`` queries, a contiguous run of the 869-query batch's trie order), once in
+today's order (similar-last) and once from ``build_many(share_prefixes=True)``; the
+client sends each batch in prefix order. Before each, the server's prefix cache is
+emptied (``/reset_prefix_cache``, a development endpoint: ``VLLM_SERVER_DEV_MODE=1``);
+the cached-token fraction is read from its ``/metrics`` counters
+(``vllm:prefix_cache_hits`` / ``vllm:prefix_cache_queries``) before and after.
 """
 
 from __future__ import annotations
@@ -50,6 +61,78 @@ def timed(fn):
     return out, time.perf_counter() - started
 
 
+def cache_counters(base_url: str) -> tuple[float, float]:
+    """(prefix-cache hits, queries) in tokens, summed over engines, from vLLM's /metrics."""
+    import httpx
+
+    text = httpx.get(base_url.removesuffix("/v1") + "/metrics", timeout=10).text
+    totals = {"hits": 0.0, "queries": 0.0}
+    for line in text.splitlines():
+        for name in totals:
+            if line.startswith(f"vllm:prefix_cache_{name}_total"):
+                totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["hits"], totals["queries"]
+
+
+def reset_prefix_cache(base_url: str) -> None:
+    import httpx
+
+    reply = httpx.post(base_url.removesuffix("/v1") + "/reset_prefix_cache", timeout=60)
+    reply.raise_for_status()
+    if reply.headers.get("content-type", "").startswith("application/json") \
+            and not reply.json().get("success", True):
+        raise RuntimeError("vLLM did not reset its prefix cache (requests still running?)")
+
+
+def orders(args) -> str:
+    import ricl
+    from eval.benchmarks.prefix_sharing import load_batch, trie_run
+    from eval.benchmarks.updates import cpu_model
+    from ricl.models import load_tokenizer
+    from ricl.prefix_sharing import prefix_sharing
+    from ricl.server_lm.vllm import VLLMServer
+
+    batch = load_batch("trec", 5000, None)
+    today, shared = trie_run(batch, args.prompts)
+    choices = [" " + label for label in batch.labels]
+    tokenizer = load_tokenizer()
+    os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # for /reset_prefix_cache; loopback only
+    rows = []
+    with VLLMServer(python=args.python, args=["--enable-prefix-caching", "--block-size", "32"]) \
+            as server:
+        lm = ricl.OpenAICompletionsLM(server.base_url, scoring="first-token",
+                                      max_concurrency=args.concurrency)
+        lm.score_choices(batch.queries[:1], choices)  # the first request compiles
+        for label, prompts in (("similar-last (today)", today), ("share_prefixes=True", shared)):
+            reset_prefix_cache(server.base_url)
+            hits0, queries0 = cache_counters(server.base_url)
+            scores, seconds = timed(lambda: lm.score_choices(prompts, choices))
+            hits, queried = (a - b for a, b in zip(cache_counters(server.base_url), (hits0, queries0)))
+            ideal = prefix_sharing(tokenizer(prompts, add_special_tokens=True)["input_ids"])
+            rows.append((label, len(prompts), seconds, hits / queried if queried else float("nan"),
+                         ideal.shared_tokens / ideal.total_tokens, np.isfinite(scores).all(1).mean()))
+        lm.close()
+    lines = [f"{args.prompts} TREC {K_SHOT}-shot prompts (pool 5,000; a contiguous run of the "
+             f"869-query batch's trie order) x {len(choices)} labels, vLLM CPU, float32, "
+             f"prefix caching on, block 32 tokens, first-token scoring, {args.concurrency} in "
+             f"flight; {cpu_model()}, {os.cpu_count()} cores, load average at the end "
+             f"{os.getloadavg()[0]:.1f}.", "",
+             "| prompts from | prompts | wall s | prompts/s | vs today | cached tokens (server) "
+             "| shared tokens (ricl's count, any length) | all labels in top 20 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    base = rows[0][1] / rows[0][2]
+    for label, n, seconds, cached, ideal, complete in rows:
+        lines.append(f"| {label} | {n} | {seconds:.1f} | {n / seconds:.2f} | "
+                     f"{n / seconds / base:.2f}x | {cached:.1%} | {ideal:.1%} | {complete:.0%} |")
+    lines += ["", "The server caches whole 32-token blocks, so it finds less than ricl's count of "
+              "shared tokens (any length); requests in flight together cannot reuse each "
+              "other's blocks."]
+    return "\n".join(lines)
+
+
+K_SHOT = 8
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=200)
@@ -60,8 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--python", help="the vLLM interpreter (default: .venv-vllm/bin/python)")
+    parser.add_argument("--orders", action="store_true",
+                        help="issue 19: today's demo order against share_prefixes=True, caching on")
     parser.add_argument("--out", help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
+    if args.orders:
+        table = orders(args)
+        print(table)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(table + "\n")
+        return 0
 
     import ricl
     from eval.benchmarks.updates import cpu_model

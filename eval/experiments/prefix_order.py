@@ -10,7 +10,7 @@ Per suite (pool 5,000, k=8, dense similarity, the default LM in bfloat16; the ba
 - with ``build_many(share_prefixes=True)`` (similar_last=2, the default) in that batch;
 - with ``share_prefixes=True`` inside the batch of 5,000 queries (the test items first,
   then the suite's items outside the pool, as many as exist: TREC 869), similar_last 2
-  and 1, and with the ``SharingSelector`` knob at tolerance 0.05 and 0.1.
+  and 1, and with the ``SharingSelector`` knob at tolerance 0.05, 0.1 and 0.2.
 
 A test item's prompt depends on its batch (the other queries decide the order), so each
 setting's accuracy is measured on the prompts the test items get in that batch, and its
@@ -43,6 +43,7 @@ SETTINGS = (  # (label, batch, share_prefixes, similar_last, SharingSelector tol
     ("share_prefixes, similar_last=1", 5000, True, 1, 0.0),
     ("share_prefixes + sharing 0.05", 5000, True, 2, 0.05),
     ("share_prefixes + sharing 0.1", 5000, True, 2, 0.1),
+    ("share_prefixes + sharing 0.2", 5000, True, 2, 0.2),
 )
 BASELINE = SETTINGS[0]
 SCORE_CHUNK = 40  # prompts per LM call between saves
@@ -136,7 +137,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = "osD^vP"
+    markers = "osD^vPX"
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for color, suite in zip(("tab:blue", "tab:orange", "tab:green"), dict.fromkeys(r["suite"] for r in rows)):
         mine = [r for r in rows if r["suite"] == suite]
