@@ -12,6 +12,7 @@ falls back to ``select`` per query, and :class:`SelectorBase` provides both.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import inspect
 import threading
 from collections import OrderedDict
@@ -255,6 +256,91 @@ class SharingSelector(SelectorBase):
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "tolerance": self.tolerance, "keep": self.keep, "n": self.pool,
                 "rounds": self.rounds}
+
+
+class ClusterSelector(SelectorBase):
+    """Cluster-level selection, for prompts that share prefixes: the queries of a batch
+    are grouped by the candidates they have in common, and every query of a group takes
+    the group's ``head`` demonstrations, then its own most similar ones.
+
+    Groups are formed greedily: the demo in the most candidate lists (top ``n``) of the
+    queries not yet grouped seeds a group of up to ``group_size`` of those queries (the
+    ones that rank it highest); the group's head is the ``head`` demos most of its
+    queries retrieved (ties: the higher summed relevance). Each query's selection is its
+    ``k - head`` most similar candidates outside the head, then the head (a head demo a
+    query did not retrieve is scored by the retriever, like any selection beyond the
+    candidates; one that is the query itself is left out). A query that shares no
+    candidate with another ungrouped query keeps its own k. Under
+    ``build_many(share_prefixes=True)`` a group's prompts then open with the same demos.
+    ``head=0`` is the similarity selector. What a head costs in accuracy is measured, not
+    assumed (``eval.experiments.prefix_order``). Batch-aware like
+    :class:`SharingSelector`: pass the object, not a name.
+    """
+
+    name = "cluster"
+
+    def __init__(self, head: int = 4, group_size: int = 16, n: int = 32):
+        for name, value, least in (("head", head, 0), ("group_size", group_size, 1), ("n", n, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ConfigError(f"{name}={value!r}: must be an integer >= {least}.")
+        self.head, self.group_size, self.pool = int(head), int(group_size), int(n)
+
+    def select(self, view: CandidateView, k: int) -> Selection:
+        return self.select_many([view], k)[0]
+
+    def select_many(self, views: Sequence[CandidateView], k: int) -> list[Selection]:
+        head = min(self.head, k)
+        lists = [[int(r) for r in view.rows[:self.pool]] for view in views]
+        relevance = [_relevance(view)[:self.pool] for view in views]
+        heads = self._heads(lists, relevance, head) if head else [[] for _ in views]
+        selections = []
+        for view, own, shared in zip(views, lists, heads):
+            shared = [row for row in shared if row not in view.excluded]  # never the query itself
+            taken = set(shared)
+            mine = [row for row in own if row not in taken][:k - len(shared)]
+            rows = tuple(mine + shared)
+            selections.append(Selection(rows, _short_note(len(rows), k, len(view.rows))))
+        return selections
+
+    def _heads(self, lists: list[list[int]], relevance: list[np.ndarray], head: int) -> list[list[int]]:
+        """Each query's group head (empty for a query in no group: it keeps its own)."""
+        holders: dict[int, list[int]] = {}  # demo -> queries whose list holds it
+        rank: list[dict[int, int]] = []
+        for q, rows in enumerate(lists):
+            rank.append({row: i for i, row in enumerate(rows)})
+            for row in rows:
+                holders.setdefault(row, []).append(q)
+        count = {row: len(qs) for row, qs in holders.items()}  # ungrouped queries holding it
+        queue = [(-n, row) for row, n in count.items()]  # a max-heap, entries refreshed lazily
+        heapq.heapify(queue)
+        grouped = [False] * len(lists)
+        heads: list[list[int]] = [[] for _ in lists]
+        while queue:
+            negative, seed = heapq.heappop(queue)
+            if -negative != count[seed]:  # stale: some of its queries were grouped since
+                if count[seed]:
+                    heapq.heappush(queue, (-count[seed], seed))
+                continue
+            if count[seed] < 2:
+                break  # no demo left that two ungrouped queries share
+            members = sorted((q for q in holders[seed] if not grouped[q]),
+                             key=lambda q: (rank[q][seed], q))[:self.group_size]
+            votes: dict[int, list[float]] = {}
+            for q in members:
+                for row, value in zip(lists[q], relevance[q]):
+                    tally = votes.setdefault(row, [0, 0.0])
+                    tally[0] += 1
+                    tally[1] += float(value)
+            chosen = sorted(votes, key=lambda row: (-votes[row][0], -votes[row][1], row))[:head]
+            for q in members:
+                grouped[q] = True
+                heads[q] = chosen
+                for row in lists[q]:
+                    count[row] -= 1
+        return heads
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "head": self.head, "group_size": self.group_size, "n": self.pool}
 
 
 class MMRSelector(SelectorBase):

@@ -7,12 +7,15 @@ tree computes each shared token once and scores labels like the plain path.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 import ricl
 from ricl.errors import ConfigError
 from ricl.lm.prefix_tree import radix_tree
+from ricl.selectors import ClusterSelector, SharingSelector
 from ricl.prefix_sharing import prefix_sharing, shared_heads, shared_prefix_tokens, trie_order
 from ricl.server_lm import OpenAICompletionsLM
 
@@ -113,6 +116,55 @@ def test_a_budget_drops_the_same_demos_with_or_without_sharing(trec_corpus, dens
     for a, b in zip(plain, shared):
         assert sorted(a.demo_ids) == sorted(b.demo_ids) and a.dropped == b.dropped
         assert b.token_count <= 90
+
+
+@pytest.mark.parametrize("make", [lambda: ClusterSelector(head=3, group_size=8),
+                                  lambda: SharingSelector(tolerance=0.05)],
+                         ids=["cluster", "sharing"])
+def test_a_batch_aware_selector_shares_more_and_keeps_each_querys_nearest(
+        make, builder, both, trec_corpus, dense, trec_queries):
+    selector = make()
+    batch = ricl.PromptBuilder(trec_corpus, retriever=dense, selector=selector, k=K,
+                               template="Question: {input}\nAnswer type: {output}")
+    plain = both[0]
+    prompts = batch.build_many(trec_queries, share_prefixes=True)
+    uses = Counter(i for p in prompts for i in p.demo_ids)
+    keep = K - selector.head if isinstance(selector, ClusterSelector) else selector.keep
+    for a, b in zip(plain, prompts):
+        assert len(b.demo_ids) == K and len(set(b.demo_ids)) == K
+        nearest = sorted(a.demos, key=lambda d: -d.score)[:keep]
+        assert {d.id for d in nearest} <= set(b.demo_ids)  # its own best stay
+        others = [d for d in b.demos if d.id not in {n.id for n in nearest}]
+        if isinstance(selector, ClusterSelector):  # the rest: its own next best, or shared
+            assert all(d.id in a.demo_ids or uses[d.id] > 1 for d in others)
+        else:  # the rest lies within the tolerance of the query's k-th best
+            kth = min(d.score for d in a.demos)
+            assert all(d.score >= kth - selector.tolerance - 1e-6 for d in others)
+    ratio = batch.prefix_schedule(prompts).ratio
+    assert ratio > builder.prefix_schedule(both[1]).ratio  # more shared than the order alone
+
+
+def test_a_cluster_head_never_holds_the_query_itself(trec_corpus, dense):
+    # corpus texts that are each other's neighbours: a group's head would hold its members
+    near = dense.search([trec_corpus[0].inputs["text"]], 12, exclude_self=False).rows[0]
+    queries = [trec_corpus[int(row)].inputs["text"] for row in near]
+    batch = ricl.PromptBuilder(trec_corpus, retriever=dense, selector=ClusterSelector(head=4),
+                               k=K, template="Question: {input}\nAnswer type: {output}")
+    for query, prompt in zip(queries, batch.build_many(queries, share_prefixes=True)):
+        assert all(d.fields["text"] != query for d in prompt.demos)
+
+
+def test_batch_aware_selectors_at_zero_are_the_similarity_selector(builder, both, trec_corpus,
+                                                                   dense, trec_queries):
+    for selector in (ClusterSelector(head=0), SharingSelector(tolerance=0)):
+        batch = ricl.PromptBuilder(trec_corpus, retriever=dense, selector=selector, k=K,
+                                   template="Question: {input}\nAnswer type: {output}")
+        assert [p.text for p in batch.build_many(trec_queries)] == [p.text for p in both[0]]
+    for bad in ({"head": -1}, {"group_size": 0}, {"n": 2.5}, {"head": True}):
+        with pytest.raises(ConfigError):
+            ClusterSelector(**bad)
+    with pytest.raises(ConfigError, match="tolerance"):
+        SharingSelector(tolerance=-0.1)
 
 
 def test_the_radix_tree_holds_each_distinct_token_once():

@@ -15,7 +15,8 @@ exist up to N (TREC has 669, so its larger batches hold 869 queries).
    ``build_many`` + ``score_choices`` before this change: every token computed.
    Orderings: similar-last (today's prompts, through a prefix cache),
    ``share_prefixes=True`` with ``similar_last`` 2 (default) and 1, and the
-   ``SharingSelector`` knob at tolerances 0.05, 0.1 and 0.2. How much the lists overlap: the share of
+   ``SharingSelector`` knob at tolerances 0.05, 0.1 and 0.2, and the ``ClusterSelector``
+   (each group of up to 16 queries opens with the same 4 or 6 demos). How much the lists overlap: the share of
    demo slots that hold a demo another query of the batch also uses.
 2. Prompt building: ``build_many`` (query encoding included) against the bare embedder
    encoding the same queries (the floor of dense prompt building), on the batch of 1,000
@@ -24,8 +25,10 @@ exist up to N (TREC has 669, so its larger batches hold 869 queries).
    largest ``--lm-suite`` batch, a contiguous run of its trie order (so the subset shares
    about as much as the whole batch does): today's prompts scored plainly against the
    shared prompts scored over a radix tree (``TransformersLM(share_prefixes=True)``), and
-   the shared prompts scored plainly (the scorer's own overhead; max |difference|);
-   each run twice, interleaved, the faster kept.
+   the shared prompts scored plainly (the scorer's own overhead; max |difference|),
+   and ``ClusterSelector(head=6)`` prompts over a radix tree (a run of the same length
+   from its own batch's trie order, so other queries); each run twice, interleaved, the
+   faster kept.
 
 ``--cache-dir`` keeps pool and query embeddings between runs (the timed builds always
 encode their queries). Ratios are what count: other jobs share this machine's cores.
@@ -55,13 +58,17 @@ POOL = 5000
 K = 8
 N_TEST = 200
 REPEATS = 2  # LM timings: each run this many times, interleaved; the fastest counts
-ORDERINGS = (  # (label, share_prefixes, similar_last, tolerance of the SharingSelector)
+LM_CLUSTER = "cluster-6"  # the ClusterSelector setting timed on the LM
+ORDERINGS = (  # (label, share_prefixes, similar_last, selector: SharingSelector tolerance
+    #             or "cluster-H": ClusterSelector(head=H))
     ("similar-last", False, 2, 0.0),
     ("share_prefixes, similar_last=2", True, 2, 0.0),
     ("share_prefixes, similar_last=1", True, 1, 0.0),
     ("share_prefixes + SharingSelector(tolerance=0.05)", True, 2, 0.05),
     ("share_prefixes + SharingSelector(tolerance=0.1)", True, 2, 0.1),
     ("share_prefixes + SharingSelector(tolerance=0.2)", True, 2, 0.2),
+    ("share_prefixes + ClusterSelector(head=4)", True, 2, "cluster-4"),
+    ("share_prefixes + ClusterSelector(head=6)", True, 2, "cluster-6"),
 )
 
 
@@ -76,13 +83,22 @@ class SuiteBatch:
     queries: list[str]
     labels: tuple[str, ...]
 
-    def builder(self, tolerance: float = 0.0):
+    def builder(self, setting: float | str = 0.0):
         import ricl
-        from ricl.selectors import SharingSelector
 
-        selector = SharingSelector(tolerance=tolerance) if tolerance else "similarity"
+        selector = batch_selector(setting)
         return ricl.PromptBuilder(self.corpus, retriever=self.retriever, selector=selector, k=K,
                                   template=self.suite.template)
+
+
+def batch_selector(setting: float | str):
+    """The selector of an ordering: a SharingSelector tolerance (0: similarity) or
+    ``"cluster-H"``, a ClusterSelector with a head of H demos."""
+    from ricl.selectors import ClusterSelector, SharingSelector
+
+    if isinstance(setting, str):
+        return ClusterSelector(head=int(setting.removeprefix("cluster-")))
+    return SharingSelector(tolerance=setting) if setting else "similarity"
 
 
 def load_batch(name: str, largest: int, cache_dir: Path | None) -> SuiteBatch:
@@ -139,11 +155,11 @@ def overlap(prompts) -> tuple[float, int]:
 
 def token_rows(batch: SuiteBatch, sizes, orderings=ORDERINGS) -> list[dict]:
     rows = []
-    builders = {tolerance: batch.builder(tolerance) for *_, tolerance in orderings}
+    builders = {setting: batch.builder(setting) for *_, setting in orderings}
     for size in sorted({min(size, len(batch.queries)) for size in sizes}):  # TREC: 869 at most
         queries = batch.queries[:size]
-        for label, share, similar_last, tolerance in orderings:
-            builder = builders[tolerance]
+        for label, share, similar_last, setting in orderings:
+            builder = builders[setting]
             prompts = builder.build_many(queries, share_prefixes=share, similar_last=similar_last)
             schedule = builder.prefix_schedule(prompts)
             slots, most = overlap(prompts)
@@ -171,12 +187,13 @@ def building_row(batch: SuiteBatch, size: int = 1000) -> dict:
             "plain_s": plain_s, "shared_s": shared_s}
 
 
-def trie_run(batch: SuiteBatch, n_prompts: int) -> tuple[list[str], list[str]]:
+def trie_run(batch: SuiteBatch, n_prompts: int, setting: float | str = 0.0) -> tuple[list[str], list[str]]:
     """``n_prompts`` queries of the whole batch, a contiguous run of its trie order (so
     they share about as much as the batch does): today's prompts for them and the
-    prompts ``build_many(share_prefixes=True)`` gives them in the whole batch."""
+    prompts ``build_many(share_prefixes=True)`` gives them in the whole batch (with the
+    selector of ``setting``, see :func:`batch_selector`)."""
     builder = batch.builder()
-    shared_prompts = builder.build_many(batch.queries, share_prefixes=True)
+    shared_prompts = batch.builder(setting).build_many(batch.queries, share_prefixes=True)
     order = list(builder.prefix_schedule(shared_prompts).order)
     start = max((len(order) - n_prompts) // 2, 0)  # from the middle: no edge of the trie
     chosen = order[start:start + n_prompts]
@@ -189,13 +206,16 @@ def lm_rows(batch: SuiteBatch, n_prompts: int, dtype: str = "bfloat16") -> tuple
 
     builder = batch.builder()
     today, shared = trie_run(batch, n_prompts)
+    clustered = trie_run(batch, n_prompts, LM_CLUSTER)[1]  # a run of that batch's own trie order
     choices = [" " + label for label in batch.labels]
     plain_lm = TransformersLM(dtype=dtype, share_prefixes=False)
     tree_lm = TransformersLM((plain_lm.model, plain_lm.tokenizer), share_prefixes=True)
     plain_lm.score_choices(today[:2], choices)  # warm-up
     runs = [("today: similar-last prompts, plain scoring", today, plain_lm),
             ("share_prefixes prompts, plain scoring", shared, plain_lm),
-            ("share_prefixes prompts, radix-tree scoring", shared, tree_lm)]
+            ("share_prefixes prompts, radix-tree scoring", shared, tree_lm),
+            (f"share_prefixes + ClusterSelector(head={LM_CLUSTER[-1]}) prompts, radix-tree scoring",
+             clustered, tree_lm)]
     # Each run twice, interleaved (ABCABC), the faster of the two kept: other jobs' load
     # drifts over minutes on these shared cores, and a single pass credits it to one run.
     best, scores = {}, {}

@@ -10,7 +10,8 @@ Per suite (pool 5,000, k=8, dense similarity, the default LM in bfloat16; the ba
 - with ``build_many(share_prefixes=True)`` (similar_last=2, the default) in that batch;
 - with ``share_prefixes=True`` inside the batch of 5,000 queries (the test items first,
   then the suite's items outside the pool, as many as exist: TREC 869), similar_last 2
-  and 1, and with the ``SharingSelector`` knob at tolerance 0.05, 0.1 and 0.2.
+  and 1, with the ``SharingSelector`` knob at tolerance 0.05, 0.1 and 0.2, and with the
+  ``ClusterSelector`` (groups of up to 16 queries open with the same 4 or 6 demos).
 
 A test item's prompt depends on its batch (the other queries decide the order), so each
 setting's accuracy is measured on the prompts the test items get in that batch, and its
@@ -36,7 +37,8 @@ log = logging.getLogger(__name__)
 
 SUITES = ("trec", "agnews", "sst2")
 DTYPE = "bfloat16"
-SETTINGS = (  # (label, batch, share_prefixes, similar_last, SharingSelector tolerance)
+SETTINGS = (  # (label, batch, share_prefixes, similar_last, selector: SharingSelector
+    #             tolerance, or "cluster-H" for ClusterSelector(head=H); see prefix_sharing)
     ("similar-last", 200, False, 2, 0.0),
     ("share_prefixes", 200, True, 2, 0.0),
     ("share_prefixes", 5000, True, 2, 0.0),
@@ -44,6 +46,8 @@ SETTINGS = (  # (label, batch, share_prefixes, similar_last, SharingSelector tol
     ("share_prefixes + sharing 0.05", 5000, True, 2, 0.05),
     ("share_prefixes + sharing 0.1", 5000, True, 2, 0.1),
     ("share_prefixes + sharing 0.2", 5000, True, 2, 0.2),
+    ("share_prefixes + cluster head 4", 5000, True, 2, "cluster-4"),
+    ("share_prefixes + cluster head 6", 5000, True, 2, "cluster-6"),
 )
 BASELINE = SETTINGS[0]
 SCORE_CHUNK = 40  # prompts per LM call between saves
@@ -69,13 +73,13 @@ def run(out_dir: str | Path, suites=SUITES, cache_dir: Path | None = None) -> Pa
         gold = [r["label"] for r in batch.suite.test]
         built, today = {}, {}
         for setting in SETTINGS:
-            label, size, share, similar_last, tolerance = setting
-            builder = batch.builder(tolerance)
+            label, size, share, similar_last, selector = setting
+            builder = batch.builder(selector)
             queries = batch.queries[:size]
             prompts = builder.build_many(queries, share_prefixes=share, similar_last=similar_last)
             schedule = builder.prefix_schedule(prompts)
             if len(queries) not in today:  # every token of today's prompts is computed
-                plain = prompts if not share and not tolerance else batch.builder().build_many(queries)
+                plain = prompts if not share and not selector else batch.builder().build_many(queries)
                 today[len(queries)] = builder.prefix_schedule(plain).total_tokens / len(queries)
             built[setting] = ([p.text for p in prompts[:N_TEST]], schedule, len(queries))
         todo = sorted({t for texts, _, _ in built.values() for t in texts if _key(name, t) not in scores})
@@ -92,7 +96,7 @@ def run(out_dir: str | Path, suites=SUITES, cache_dir: Path | None = None) -> Pa
             correct = [p == g for p, g in zip(predicted, gold)]
             rows.append({"suite": name, "setting": setting[0], "index": SETTINGS.index(setting),
                          "batch": n_queries,
-                         "similar_last": setting[3], "tolerance": setting[4],
+                         "similar_last": setting[3], "selector": setting[4],
                          "accuracy": float(np.mean(correct)), "n": len(correct), "correct": correct,
                          "computed_per_query": schedule.computed_tokens / n_queries,
                          "today_per_query": today[n_queries], "shared": schedule.ratio})
@@ -137,7 +141,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = "osD^vPX"
+    markers = "osD^vPX*h"
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for color, suite in zip(("tab:blue", "tab:orange", "tab:green"), dict.fromkeys(r["suite"] for r in rows)):
         mine = [r for r in rows if r["suite"] == suite]
