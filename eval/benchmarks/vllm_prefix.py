@@ -26,7 +26,8 @@ prefix cache: one vLLM server, prefix caching on (``--block-size 32``: the CPU d
 of 128 tokens caches nothing short of a 128-token common prefix), first-token scoring.
 The prompts are ``eval.benchmarks.prefix_sharing``'s LM prompts (TREC, pool 5,000, k=8;
 ``--prompts`` queries, a contiguous run of the 869-query batch's trie order), once in
-today's order (similar-last) and once from ``build_many(share_prefixes=True)``; the
+today's order (similar-last), once from ``build_many(share_prefixes=True)`` and once
+with the ``ClusterSelector(head=6)`` as well (a run of its own batch's trie order); the
 client sends each batch in prefix order. Before each, the server's prefix cache is
 emptied (``/reset_prefix_cache``, a development endpoint: ``VLLM_SERVER_DEV_MODE=1``);
 the cached-token fraction is read from its ``/metrics`` counters
@@ -86,7 +87,7 @@ def reset_prefix_cache(base_url: str) -> None:
 
 def orders(args) -> str:
     import ricl
-    from eval.benchmarks.prefix_sharing import load_batch, trie_run
+    from eval.benchmarks.prefix_sharing import LM_CLUSTER, load_batch, trie_run
     from eval.benchmarks.updates import cpu_model
     from ricl.models import load_tokenizer
     from ricl.prefix_sharing import prefix_sharing
@@ -94,6 +95,7 @@ def orders(args) -> str:
 
     batch = load_batch("trec", 5000, None)
     today, shared = trie_run(batch, args.prompts)
+    clustered = trie_run(batch, args.prompts, LM_CLUSTER)[1]
     choices = [" " + label for label in batch.labels]
     tokenizer = load_tokenizer()
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # for /reset_prefix_cache; loopback only
@@ -103,7 +105,8 @@ def orders(args) -> str:
         lm = ricl.OpenAICompletionsLM(server.base_url, scoring="first-token",
                                       max_concurrency=args.concurrency)
         lm.score_choices(batch.queries[:1], choices)  # the first request compiles
-        for label, prompts in (("similar-last (today)", today), ("share_prefixes=True", shared)):
+        for label, prompts in (("similar-last (today)", today), ("share_prefixes=True", shared),
+                               (f"share_prefixes + ClusterSelector(head={LM_CLUSTER[-1]})", clustered)):
             reset_prefix_cache(server.base_url)
             hits0, queries0 = cache_counters(server.base_url)
             scores, seconds = timed(lambda: lm.score_choices(prompts, choices))
