@@ -20,7 +20,7 @@ today's (every token computed). p: exact McNemar test against similar-last on th
 items. Scoring runs over a radix tree (``TransformersLM(share_prefixes=True)``), the same
 for every setting; identical prompts are scored once. Resumable: scores are kept in
 ``scores.jsonl``. Writes ``prefix_order.md``, ``accuracy_vs_tokens.png`` and
-``results.jsonl``.
+``results.json``, after each suite (a stopped run keeps the suites it finished).
 """
 
 from __future__ import annotations
@@ -100,6 +100,11 @@ def run(out_dir: str | Path, suites=SUITES, cache_dir: Path | None = None) -> Pa
                          "accuracy": float(np.mean(correct)), "n": len(correct), "correct": correct,
                          "computed_per_query": schedule.computed_tokens / n_queries,
                          "today_per_query": today[n_queries], "shared": schedule.ratio})
+        report = publish(rows, out)  # after every suite: a stopped run keeps the finished ones
+    return report
+
+
+def publish(rows: list[dict], out: Path) -> Path:
     from ricl.io import write_json
 
     write_json(out / "results.json", rows)
