@@ -147,24 +147,26 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     markers = "osD^vPX*h"
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 6.2))
     for color, suite in zip(("tab:blue", "tab:orange", "tab:green"), dict.fromkeys(r["suite"] for r in rows)):
-        mine = [r for r in rows if r["suite"] == suite]
-        for r in mine:
+        for r in (r for r in rows if r["suite"] == suite):
             x = r["computed_per_query"] / r["today_per_query"]
-            ax.scatter(x, r["accuracy"], color=color, marker=markers[r["index"]], s=55, zorder=3)
-        ax.plot([r["computed_per_query"] / r["today_per_query"] for r in mine], [r["accuracy"] for r in mine],
-                color=color, alpha=0.25)
+            se = math.sqrt(r["accuracy"] * (1 - r["accuracy"]) / r["n"])
+            ax.errorbar(x, r["accuracy"], yerr=se, color=color, alpha=0.35, capsize=2, zorder=2)
+            ax.scatter(x, r["accuracy"], color=color, marker=markers[r["index"]], s=60, zorder=3,
+                       edgecolors="black", linewidths=0.4)
         ax.scatter([], [], color=color, label=suite)
     for s, m in zip(SETTINGS, markers):
-        ax.scatter([], [], color="grey", marker=m, label=f"{s[0]} (batch {s[1]})")
+        size = "up to 5,000" if s[1] == 5000 else s[1]  # TREC has 869 queries
+        ax.scatter([], [], color="grey", marker=m, label=f"{s[0]} (batch {size})")
     ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax.text(0.505, ax.get_ylim()[0], " goal: 2x fewer", color="grey", fontsize=8, va="bottom")
+    ax.annotate("goal: 2x fewer", (0.5, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12),
+                textcoords="offset points", color="grey", fontsize=8)
     ax.set_xlabel("prompt tokens computed per query, relative to today (1 = every token)")
-    ax.set_ylabel("accuracy, 200 test items")
-    ax.set_xlim(0.45, 1.02)
+    ax.set_ylabel("accuracy on the 200 test items (bars: ±1 standard error)")
+    ax.set_xlim(0.4, 1.02)
     ax.set_title("Batch-aware demo order: accuracy vs computed tokens (k=8, SmolLM2-135M)")
-    ax.legend(fontsize=7, loc="lower left", ncol=2)
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.11), ncol=3, frameon=False)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
