@@ -15,7 +15,7 @@ from typing import Any
 from ricl.errors import ConfigError, IndexLoadError, RiclError
 from ricl.io import atomic_dir, check_dir_target, recover_dir
 from ricl.registry import resolve
-from ricl.selectors import make_selector
+from ricl.selectors import BATCH_AWARE, make_selector
 from ricl.template import Template
 
 BUILDER_KIND = "prompt-builder"  # the kind in a saved builder's ricl.io marker
@@ -71,7 +71,9 @@ def builder_arguments(path: str | Path, *, selector: Any = None,
             if options.pop("custom", False):
                 raise ConfigError(f"{path} was saved with a custom selector; pass selector=... "
                                   "to load().")
-            selector = make_selector(options.pop("name"), **options)
+            name = options.pop("name")
+            selector = BATCH_AWARE[name](**options) if name in BATCH_AWARE else \
+                make_selector(name, **options)
         if tokenizer is None:
             tokenizer = config["tokenizer"]
             if tokenizer == "custom":

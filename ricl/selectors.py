@@ -694,6 +694,9 @@ SELECTORS = {
     "random": RandomSelector,
 }
 SELECTOR_NAMES = tuple(SELECTORS)
+# Batch-aware selectors are passed as objects (build_many differs from build with them),
+# but a builder saved with one loads with it again.
+BATCH_AWARE = {"sharing": SharingSelector, "cluster": ClusterSelector}
 
 
 def make_selector(spec: Any, *, shared_seed: int | None = None, **options: Any) -> Selector:

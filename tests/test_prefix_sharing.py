@@ -167,6 +167,15 @@ def test_batch_aware_selectors_at_zero_are_the_similarity_selector(builder, both
         SharingSelector(tolerance=-0.1)
 
 
+def test_a_builder_saved_with_a_batch_aware_selector_loads_with_it(tmp_path, trec_corpus, dense):
+    for selector in (ClusterSelector(head=3, group_size=5, n=20), SharingSelector(tolerance=0.07)):
+        ricl.PromptBuilder(trec_corpus, retriever=dense, selector=selector, k=K,
+                           template="Question: {input}\nAnswer type: {output}").save(tmp_path / "b")
+        loaded = ricl.PromptBuilder.load(tmp_path / "b")
+        assert type(loaded.selector) is type(selector)
+        assert loaded.selector.config() == selector.config()
+
+
 def test_the_radix_tree_holds_each_distinct_token_once():
     rng = np.random.default_rng(0)
     stems = [list(rng.integers(0, 5, size=n)) for n in (3, 5, 8)]
