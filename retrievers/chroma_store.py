@@ -209,11 +209,8 @@ class ChromaStore:
                                  f"for {expected} examples. Rebuild the index.")
 
     def query(self, vectors: np.ndarray, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        def ask():
-            return self._collection.query(query_embeddings=vectors, n_results=n,
-                                          include=["distances"])
-
-        result = self._retry(ask, "a query")
+        result = self._retry(lambda: self._collection.query(
+            query_embeddings=vectors, n_results=n, include=["distances"]), "a query")
         rows = [np.array([int(i) for i in ids], dtype=np.int64) for ids in result["ids"]]
         scores = [1.0 - np.asarray(d, dtype=np.float32) for d in result["distances"]]
         return rows, scores

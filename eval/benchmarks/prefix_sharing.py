@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
-import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from eval.benchmarks.retrieval import timed
+from eval.benchmarks.updates import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -237,15 +236,6 @@ def lm_rows(batch: SuiteBatch, n_prompts: int, dtype: str = "bfloat16") -> tuple
     note = (f"radix-tree against plain scoring of the same prompts ({dtype}): max |log-prob "
             f"difference| {gap:.2g}, same prediction for {same:.1%}")
     return rows, note
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines()
-                    if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def markdown(tokens: list[dict], building: list[dict], lm: list[dict], lm_note: str,
